@@ -146,23 +146,37 @@ class ModelMissingError(InputError):
     def __init__(self, missing: Sequence[Any], *, provider: str | None = None) -> None:
         self.missing = list(missing)
         self.provider = provider
-        names = ", ".join(_model_label(m) for m in self.missing)
         where = f" on the {provider} provider" if provider else ""
-        msg = (
-            f"Model files missing{where}: {names}. "
-            "Download them into the ComfyUI models folder (the manifest in ryla_gen.models "
-            "says where each comes from; on Modal run the download_models function), "
-            "or point RYLA_GEN_PROVIDER at a provider that has them."
+        lines = [f"Model files missing{where}:"]
+        lines.extend(f"  - {_model_label(m)}" for m in self.missing)
+        lines.append(
+            "Put them under the server's ComfyUI models folder (on the Modal app: run "
+            "`modal run -m ryla_gen_modal.app::download_models`), or point RYLA_GEN_PROVIDER "
+            "at a provider that has them (modal or runpod)."
         )
-        super().__init__(msg)
+        super().__init__("\n".join(lines))
 
 
 def _model_label(m: Any) -> str:
-    folder = getattr(m, "folder", None)
-    filename = getattr(m, "filename", None)
-    if folder and filename:
-        return f"{folder}/{filename}"
-    return str(m)
+    """``folder/filename``, plus size and download source when the manifest knows them."""
+    if isinstance(m, str) and "/" in m:
+        from ryla_gen.models import find
+
+        folder, _, filename = m.partition("/")
+        m = find(folder, filename) or m
+    relpath = getattr(m, "relpath", None)
+    if not relpath:
+        return str(m)
+    extra = []
+    size = getattr(m, "size", None)
+    if size:
+        extra.append(f"{size / 1e9:.2f} GB")
+    url = getattr(m, "url", None)
+    if url:
+        extra.append(f"from {url}")
+    if getattr(m, "gated", False):
+        extra.append("gated: accept the licence on the hub and use an HF token")
+    return f"{relpath} ({'; '.join(extra)})" if extra else str(relpath)
 
 
 # -- provider answers --------------------------------------------------------------------
