@@ -6,6 +6,7 @@ __all__ = [
     "DEFAULT_COMFYUI_URL",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_JOB_TIMEOUT",
+    "DEFAULT_LONG_POLL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_REQUEST_TIMEOUT",
@@ -36,3 +37,6 @@ MAX_RETRY_DELAY = 8.0
 DEFAULT_POLL_INTERVAL = 1.0
 """Seconds between status polls when no push channel (websocket) is available."""
 MAX_POLL_INTERVAL = 5.0
+
+DEFAULT_LONG_POLL = 20.0
+"""Seconds the ryla-gen job API may hold one status request open (0: plain polling)."""

@@ -315,12 +315,36 @@ class Executor(abc.ABC):
     async def cancel(self, job_id: str) -> JobView | None:
         """Cancel the job (a finished job is left as it is); its view afterwards."""
 
+    async def watch(self, job_id: str, since: float | None, timeout: float) -> JobView | None:
+        """The job's view once it differs from the one stamped ``since`` (its
+        ``updated_at``), once it has ended, or after ``timeout`` seconds: a long poll.
+
+        This default re-reads :meth:`get`; executors that know when a job changes
+        answer at once instead.
+        """
+        end = time.monotonic() + max(0.0, timeout)
+        while True:
+            view = await self.get(job_id)
+            if view is None or _changed(view, since) or time.monotonic() >= end:
+                return view
+            await asyncio.sleep(min(_WATCH_POLL, max(0.0, end - time.monotonic())))
+
     async def backend_info(self) -> dict[str, Any]:
         """``{"reachable": bool, "version": str | None}`` of the ComfyUI behind it."""
         return {"reachable": False, "version": None}
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and release connections."""
+
+
+_WATCH_POLL = 0.25
+"""Seconds between re-reads in the default :meth:`Executor.watch`."""
+
+
+def _changed(view: JobView, since: float | None) -> bool:
+    if since is None or view["status"] in _TERMINAL:
+        return True
+    return abs(float(view["updated_at"]) - since) > 1e-6
 
 
 @dataclasses.dataclass
@@ -341,6 +365,8 @@ class _Record:
     timings: dict[str, float | None] = dataclasses.field(default_factory=_empty_timings)
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set (and replaced) on every update: what long polls wait on."""
 
     def apply(self, update: Mapping[str, Any]) -> None:
         """Merge an update from :func:`run_job`; a finished job no longer changes."""
@@ -353,6 +379,8 @@ class _Record:
         if self.status in _TERMINAL:
             self.request = None  # drop the input images
             self.done.set()
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     def view(self, waiting_ahead: int | None = None) -> JobView:
         """The JobView; ``waiting_ahead`` counts jobs before it in the executor's FIFO."""
@@ -513,6 +541,18 @@ class LocalExecutor(Executor):
             return None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(rec.done.wait(), timeout=max(0.0, timeout))
+        return self._view(rec)
+
+    async def watch(self, job_id: str, since: float | None, timeout: float) -> JobView | None:
+        """See :meth:`Executor.watch`: answers the moment the job changes."""
+        rec = self._jobs.get(job_id)
+        if rec is None:
+            return None
+        view = self._view(rec)
+        if _changed(view, since):
+            return view
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(rec.changed.wait(), timeout=max(0.0, timeout))
         return self._view(rec)
 
     async def cancel(self, job_id: str) -> JobView | None:

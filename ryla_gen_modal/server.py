@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -74,6 +74,7 @@ from ryla_gen_modal.schemas import (
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_IMAGES",
+    "MAX_LONG_POLL",
     "ApiError",
     "create_app",
 ]
@@ -83,6 +84,8 @@ log = logging.getLogger("ryla_gen_modal.server")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 """Largest JSON request body (base64 images included)."""
 DEFAULT_MAX_IMAGES = 16
+MAX_LONG_POLL = 60.0
+"""Longest ``GET /jobs/{id}?wait=`` in seconds (well under Modal's 150 s web limit)."""
 """Most input images one job may carry."""
 
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(png|jpg|jpeg|webp)$", re.I)
@@ -501,9 +504,22 @@ def _add_job_routes(app: FastAPI, ctx: _Context) -> None:
         return view
 
     @app.get("/jobs/{job_id}", response_model=JobView, responses=_ERRORS, tags=["jobs"])
-    async def get_job(job_id: str) -> dict[str, Any]:
-        """A job's state; ``images`` once it completed."""
-        view = await ctx.executor.get(_job_id(job_id))
+    async def get_job(
+        job_id: str,
+        wait: Annotated[float, Query(ge=0, le=MAX_LONG_POLL)] = 0.0,
+        since: Annotated[float | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """A job's state; ``images`` once it completed.
+
+        Long poll: with ``wait`` > 0 the answer comes as soon as the job differs from
+        the view whose ``updated_at`` was ``since`` (or has ended), at the latest after
+        ``wait`` seconds. Clients learn of progress and completion at once instead of
+        at their next poll.
+        """
+        if wait > 0:
+            view = await ctx.executor.watch(_job_id(job_id), since, wait)
+        else:
+            view = await ctx.executor.get(_job_id(job_id))
         if view is None:
             raise ApiError(404, "not_found", f"No job {job_id[:80]!r}.")
         return view

@@ -790,3 +790,44 @@ async def test_typed_workflow_route_runs_and_fails_at_the_placeholder_model(
         r = await client.post(f"/workflows/flux-dev?id={job_id}", json=with_lora)
         assert r.status_code == 200 and r.json()["id"] == job_id
         assert (await client.delete(f"/loras/{lora}")).status_code == 204
+
+
+@pytest.mark.comfyui
+async def test_long_poll_answers_when_the_job_changes_not_at_the_timeout(
+    comfyui_server: ComfyUIServer,
+) -> None:
+    async with api(comfyui_server.url, headers=AUTH) as client:
+        r = await client.post("/jobs", json={"graph": slow_graph(3.0, nonce=color())})
+        view = r.json()
+        seen = [view["status"]]
+        t0 = time.monotonic()
+        # Each long poll returns as soon as the job differs from the view we hold.
+        while view["status"] not in ("completed", "failed", "cancelled"):
+            asked = time.monotonic()
+            r = await client.get(
+                f"/jobs/{view['id']}", params={"wait": 30, "since": view["updated_at"]}
+            )
+            assert r.status_code == 200
+            assert time.monotonic() - asked < 29  # answered on a change, not the timeout
+            new = r.json()
+            assert new["updated_at"] != view["updated_at"] or new["status"] != view["status"]
+            view = new
+            seen.append(view["status"])
+            assert time.monotonic() - t0 < 120
+    assert seen[-1] == "completed" and "running" in seen
+    assert view["images"]
+
+
+@pytest.mark.comfyui
+async def test_long_poll_times_out_with_the_unchanged_view(comfyui_server: ComfyUIServer) -> None:
+    async with api(comfyui_server.url, headers=AUTH) as client:
+        r = await client.post("/jobs", json={"graph": tiny_graph(color=color())})
+        done = await until_done(client, r.json()["id"])
+        # A finished job answers at once, whatever `since` says.
+        t0 = time.monotonic()
+        again = await client.get(
+            f"/jobs/{done['id']}", params={"wait": 5, "since": done["updated_at"]}
+        )
+        assert time.monotonic() - t0 < 1.0
+        assert again.json()["status"] == "completed"
+        assert (await client.get(f"/jobs/{done['id']}", params={"wait": 61})).status_code == 422

@@ -72,6 +72,8 @@ class Snapshot:
     progress: tuple[int, int] | None = None
     node: str | None = None
     terminal: Terminal | None = None
+    repoll_now: bool = False
+    """The provider already waited (a long poll): poll again without sleeping."""
 
 
 def json_object(response: httpx.Response, provider: str, what: str) -> dict[str, Any]:
@@ -200,5 +202,8 @@ class PollingProvider(AsyncProvider):
                     yield Started(job.id)
                 yield terminal
                 return
+            if snap.repoll_now:
+                interval = base
+                continue
             interval = base if changed else min(max(interval * 1.5, base), ceiling)
             await _sleep(deadline.cap(interval))

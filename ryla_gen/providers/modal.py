@@ -30,6 +30,7 @@ import httpx
 
 from ryla_gen._constants import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LONG_POLL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
 )
@@ -75,7 +76,10 @@ class ModalProvider(PollingProvider):
         url: The app's base URL (printed by ``modal deploy``).
         token: Its bearer token (``RYLA_GEN_API_TOKEN`` of the app's secret); never shown
             in reprs, logs or errors.
-        poll_interval: Seconds between the first ``GET /jobs/{id}`` polls (backs off).
+        poll_interval: Seconds between the first ``GET /jobs/{id}`` polls (backs off) when
+            the server does not hold long polls.
+        long_poll: Seconds the server may hold each status request open, answering the
+            moment the job changes (0 turns long polls off).
         retry: Retry policy for safe requests.
         http_client: An ``httpx.AsyncClient`` to use (tests).
     """
@@ -91,10 +95,13 @@ class ModalProvider(PollingProvider):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        long_poll: float = DEFAULT_LONG_POLL,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.poll_interval = poll_interval
+        self.long_poll = long_poll
+        self._seen: dict[str, float] = {}  # job id -> updated_at of the last view
         self._secrets = [token] if token else []
         self.http = HTTP(
             self.url,
@@ -231,22 +238,52 @@ class ModalProvider(PollingProvider):
 
     # -- following a job -----------------------------------------------------------------
 
-    async def _view(self, job_id: str, deadline: Deadline) -> dict[str, Any]:
+    async def _view(
+        self, job_id: str, deadline: Deadline, *, wait: float = 0.0, since: float | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, str] = {}
+        if wait > 0:
+            params["wait"] = f"{wait:.3f}"
+            if since is not None:
+                params["since"] = repr(since)
         r = await self.http.request(
-            "GET", f"/jobs/{quote(job_id, safe='')}", idempotent=True, deadline=deadline
+            "GET",
+            f"/jobs/{quote(job_id, safe='')}",
+            params=params,
+            idempotent=True,
+            deadline=deadline,
+            # The server holds a long poll open for up to `wait` seconds.
+            timeout=self.http.request_timeout + wait,
         )
         return json_object(r, self.name, "GET /jobs/{id}")
 
     async def _poll(self, job: SubmittedJob, deadline: Deadline) -> Snapshot:
-        view = await self._view(job.id, deadline)
+        # Long poll: the server answers the moment the job changes, so progress and
+        # completion arrive without a polling delay (and without hammering the API).
+        since = self._seen.get(job.id)
+        wait = deadline.cap(self.long_poll) if self.long_poll > 0 else 0.0
+        t0 = time.monotonic()
+        view = await self._view(job.id, deadline, wait=wait, since=since)
+        stamp = view.get("updated_at")
+        if isinstance(stamp, int | float):
+            self._seen[job.id] = float(stamp)
+        # Re-poll at once if the job changed or the server really held the request
+        # (an older server without long polls answers at once: then back off).
+        repoll = wait > 0 and (stamp != since or time.monotonic() - t0 >= min(0.5 * wait, 1.0))
         state = _state(view)
+        if state.terminal:
+            self._seen.pop(job.id, None)
         if state is JobState.QUEUED:
             pos = view.get("queue_position")
-            return Snapshot(state=state, queue_position=pos if isinstance(pos, int) else None)
+            return Snapshot(
+                state=state,
+                queue_position=pos if isinstance(pos, int) else None,
+                repoll_now=repoll,
+            )
         if state is JobState.RUNNING:
             value, maximum, node = _progress(view)
             progress = (value, maximum) if value is not None and maximum is not None else None
-            return Snapshot(state=state, progress=progress, node=node)
+            return Snapshot(state=state, progress=progress, node=node, repoll_now=repoll)
         terminal: Completed | Failed | Cancelled
         if state is JobState.CANCELLED:
             terminal = Cancelled(job.id)
