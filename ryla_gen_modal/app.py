@@ -127,8 +127,10 @@ comfy_image = comfy_image.run_commands(*antelopev2_commands())
 # Every ComfyUI call goes through `ryla_gen.providers.comfyui.ComfyUIProvider`, the same
 # driver the SDK uses against any ComfyUI: there is no second client here.
 
-gpu_image = comfy_image.uv_pip_install(*RUNTIME_PACKAGES).add_local_python_source(
-    *SOURCE_PACKAGES, ignore=source_ignore
+gpu_image = (
+    comfy_image.uv_pip_install(*RUNTIME_PACKAGES)
+    .env(config.worker_env())  # RYLA_GEN_VRAM / RYLA_GEN_COMFYUI_ARGS, read at container start
+    .add_local_python_source(*SOURCE_PACKAGES, ignore=source_ignore)
 )
 
 # The web front and the downloader need no GPU and no ComfyUI: a slim image does.
@@ -257,6 +259,7 @@ class Worker:
                 COMFYUI_DIR,
                 port=COMFYUI_PORT,
                 extra_model_paths=EXTRA_MODEL_PATHS_FILE,
+                extra_args=config.comfyui_flags,  # worker speed options; none by default
             ),
             url=f"http://127.0.0.1:{COMFYUI_PORT}",
             cwd=COMFYUI_DIR,

@@ -369,6 +369,34 @@ def test_deploy_config_defaults_and_validation() -> None:
     assert DeployConfig.from_env({"RYLA_GEN_GPU": "A100-80GB:2"}).gpu == "A100-80GB:2"
 
 
+def test_worker_speed_options_are_opt_in_and_reach_comfyui() -> None:
+    # Default: stock ComfyUI flags, so the output is the stock graph's.
+    assert DeployConfig.from_env({}).comfyui_flags == []
+    high = DeployConfig.from_env(
+        {"RYLA_GEN_VRAM": "High", "RYLA_GEN_COMFYUI_ARGS": "--fast fp16_accumulation"}
+    )
+    assert high.comfyui_flags == ["--highvram", "--fast", "fp16_accumulation"]
+    # The container reads the same knobs back from its image's environment.
+    assert DeployConfig.from_env(high.worker_env()).comfyui_flags == high.comfyui_flags
+    for env in (
+        {"RYLA_GEN_VRAM": "max"},
+        {"RYLA_GEN_COMFYUI_ARGS": "--port 9999"},
+        {"RYLA_GEN_COMFYUI_ARGS": "--listen=0.0.0.0"},
+    ):
+        with pytest.raises(ValueError):
+            DeployConfig.from_env(env)
+
+
+def test_gpu_image_carries_the_worker_options(
+    rec: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rec.module.config.comfyui_flags == []
+    monkeypatch.setenv("RYLA_GEN_VRAM", "high")
+    again = _import_app(monkeypatch)
+    assert again.module.config.comfyui_flags == ["--highvram"]
+    assert again.module.config.worker_env()["RYLA_GEN_VRAM"] == "high"
+
+
 def test_extra_model_paths_maps_both_volumes() -> None:
     text = extra_model_paths_yaml("/models", "/loras")
     assert "base_path: /models" in text and "base_path: /loras" in text
