@@ -266,8 +266,20 @@ class Worker:
             startup_timeout=config.startup_timeout,
         )
         self.comfyui.start()
+        if config.warmup:  # load the listed workflows' models now, not on a user's job
+            asyncio.run(self._warm_up())
         self.provider: Any = None
         self.volumes_reloaded_at = 0.0
+
+    async def _warm_up(self) -> None:
+        from ryla_gen.providers.comfyui import ComfyUIProvider
+        from ryla_gen_modal.warmup import warm_up
+
+        provider = ComfyUIProvider(self.comfyui.url)
+        try:
+            await warm_up(provider, config.warmup, timeout=config.startup_timeout)
+        finally:
+            await provider.aclose()
 
     @modal.method()
     async def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ variable                       default                 what
 ``RYLA_GEN_VRAM``              ``normal``              ``high``: keep models and LoRA
                                                        backups in GPU memory (see below)
 ``RYLA_GEN_COMFYUI_ARGS``      ``""``                  extra ComfyUI flags (shell words)
+``RYLA_GEN_WARMUP``            ``""``                  workflows whose models load at
+                                                       container start, e.g. ``flux-dev``
 =============================  ======================  ===================================
 
 Worker speed options (measured on an H200, BENCHMARKS.md). The default runs ComfyUI
@@ -213,8 +215,16 @@ class DeployConfig:
     hf_secret: str = "huggingface-secret"
     vram: str = "normal"
     comfyui_args: tuple[str, ...] = ()
+    warmup: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from ryla_gen_modal.warmup import WARMUP_WORKFLOWS
+
+        for name in self.warmup:
+            if name not in WARMUP_WORKFLOWS:
+                raise ValueError(
+                    f"RYLA_GEN_WARMUP names {name!r}; choose from {', '.join(WARMUP_WORKFLOWS)}"
+                )
         if self.vram not in ("normal", "high"):
             raise ValueError(f"RYLA_GEN_VRAM must be 'normal' or 'high', got {self.vram!r}")
         for arg in self.comfyui_args:
@@ -291,6 +301,7 @@ class DeployConfig:
             hf_secret=env.get("RYLA_GEN_HF_SECRET", d.hf_secret),
             vram=(env.get("RYLA_GEN_VRAM") or d.vram).strip().lower(),
             comfyui_args=tuple(shlex.split(env.get("RYLA_GEN_COMFYUI_ARGS", ""))),
+            warmup=tuple(w.strip() for w in env.get("RYLA_GEN_WARMUP", "").split(",") if w.strip()),
         )
 
     def worker_env(self) -> dict[str, str]:
@@ -298,4 +309,5 @@ class DeployConfig:
         return {
             "RYLA_GEN_VRAM": self.vram,
             "RYLA_GEN_COMFYUI_ARGS": shlex.join(self.comfyui_args),
+            "RYLA_GEN_WARMUP": ",".join(self.warmup),
         }
