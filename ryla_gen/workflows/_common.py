@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ryla_gen.graph import Graph, Output
+
 from ._base import (
     MAX_SEED,
     SAMPLERS,
@@ -27,6 +29,7 @@ __all__ = [
     "Seed",
     "Steps",
     "loras_field",
+    "sample_flow_model",
     "sampler_field",
     "scheduler_field",
     "seed_field",
@@ -112,3 +115,33 @@ class CommonFields(Workflow):
     @classmethod
     def _prefix_ok(cls, v: str, info: ValidationInfo) -> str:
         return check_filename_prefix(v, info.field_name or "filename_prefix")
+
+
+def sample_flow_model(
+    wf: Any, g: Graph, *, model: Output, text: Output, positive: Output, vae: Output
+) -> None:
+    """The tail every flow-matching text-to-image graph here shares (Flux, Z-Image).
+
+    The negative is the prompt's conditioning zeroed out (ComfyUI's templates), the latent
+    an ``EmptySD3LatentImage``, the sampler a ``KSampler`` at cfg 1.0, then VAEDecode and
+    SaveImage. ``wf`` supplies size, batch, seed, steps, sampler, scheduler and prefix.
+    """
+    negative = g.node("ConditioningZeroOut", title="Negative (zeroed)", conditioning=text)
+    latent = g.node(
+        "EmptySD3LatentImage", width=wf.width, height=wf.height, batch_size=wf.batch_size
+    )
+    sampler = g.node(
+        "KSampler",
+        model=model,
+        positive=positive,
+        negative=negative[0],
+        latent_image=latent[0],
+        seed=wf._seed(),
+        steps=wf.steps,
+        cfg=1.0,
+        sampler_name=wf.sampler,
+        scheduler=wf.scheduler,
+        denoise=1.0,
+    )
+    decoded = g.node("VAEDecode", samples=sampler[0], vae=vae)
+    g.node("SaveImage", images=decoded[0], filename_prefix=wf.filename_prefix)

@@ -17,6 +17,7 @@ from ._common import (
     Seed,
     Steps,
     loras_field,
+    sample_flow_model,
     sampler_field,
     scheduler_field,
     seed_field,
@@ -85,25 +86,7 @@ class ZImageTurbo(CommonFields):
             text=with_triggers(self.prompt, self.loras),
             clip=clip,
         )
-        negative = g.node("ConditioningZeroOut", title="Negative (zeroed)", conditioning=text[0])
-        latent = g.node(
-            "EmptySD3LatentImage", width=self.width, height=self.height, batch_size=self.batch_size
-        )
-        sampler = g.node(
-            "KSampler",
-            model=sampling[0],
-            positive=text[0],
-            negative=negative[0],
-            latent_image=latent[0],
-            seed=self._seed(),
-            steps=self.steps,
-            cfg=1.0,
-            sampler_name=self.sampler,
-            scheduler=self.scheduler,
-            denoise=1.0,
-        )
-        decoded = g.node("VAEDecode", samples=sampler[0], vae=vae[0])
-        g.node("SaveImage", images=decoded[0], filename_prefix=self.filename_prefix)
+        sample_flow_model(self, g, model=sampling[0], text=text[0], positive=text[0], vae=vae[0])
         return g
 
     def required_models(self) -> list[ModelFile]:
