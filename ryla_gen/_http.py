@@ -8,6 +8,7 @@ files, submits with a client-chosen id that the provider de-duplicates).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import time
@@ -33,6 +34,7 @@ from ryla_gen._constants import (
 from ryla_gen.errors import (
     APIError,
     AuthenticationError,
+    ConfigurationError,
     JobTimeoutError,
     NotFoundError,
     ProtocolError,
@@ -108,12 +110,39 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(parsed.timestamp()) - time.time()) if parsed else None
 
 
+def check_token(value: str, variable: str) -> str:
+    """``value`` if it can be sent in an HTTP header as a bearer token.
+
+    A token pasted with a trailing newline, or with non-ASCII characters, would otherwise
+    fail every request with an encoding error. The message names the variable, never
+    the value.
+    """
+    if not value or any(not 0x21 <= ord(c) <= 0x7E for c in value):
+        raise ConfigurationError(
+            f"{variable} must be printable ASCII without spaces or line breaks (check for a "
+            "trailing newline when it was read from a file).",
+            variable=variable,
+        )
+    return value
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """``text`` with every non-empty secret replaced by ``***``."""
     for s in secrets:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+def _redact_json(value: Any, secrets: list[str]) -> Any:
+    """``value`` (parsed JSON) with every secret replaced in every string inside it."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_json(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): _redact_json(v, secrets) for k, v in value.items()}
+    return value
 
 
 def _body(response: httpx.Response) -> Any:
@@ -209,7 +238,20 @@ class HTTP:
             return deadline.cap(policy.delay(state.attempt_number, ra))
 
         def stop(state: RetryCallState) -> bool:
-            return bool(stop_after_attempt(policy.max_retries + 1)(state)) or deadline.expired
+            if deadline.expired:
+                return True
+            exc = state.outcome.exception() if state.outcome else None
+            if (
+                isinstance(exc, _Retryable)
+                and exc.response.status_code == 429
+                and deadline.remaining() is not None
+            ):
+                # A 429 means "not accepted, come back later": keep coming back while
+                # the call's deadline allows, unless the server asks for more than that.
+                ra = _retry_after(exc.response)
+                left = deadline.remaining() or 0.0
+                return ra is not None and ra > left
+            return bool(stop_after_attempt(policy.max_retries + 1)(state))
 
         try:
             async for attempt in AsyncRetrying(
@@ -225,12 +267,22 @@ class HTTP:
                             f"{method} {url} could be sent to {self.provider}."
                         )
                     timeout_s = deadline.cap(per_try)
-                    response = await self.client.request(
-                        method,
-                        url,
-                        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-                        **kwargs,
-                    )
+                    try:
+                        # httpx's timeouts are per read: bound the attempt as a whole, so
+                        # an answer that trickles in cannot outlive the deadline.
+                        response = await asyncio.wait_for(
+                            self.client.request(
+                                method,
+                                url,
+                                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+                                **kwargs,
+                            ),
+                            timeout=timeout_s + 0.1,
+                        )
+                    except asyncio.TimeoutError:
+                        raise httpx.ReadTimeout(
+                            f"no complete answer within {timeout_s:.1f} s"
+                        ) from None
                     if response.status_code == 429 or response.status_code >= 500:
                         raise _Retryable(response)
                     return self._check(response, ok)
@@ -262,7 +314,7 @@ class HTTP:
         raise self._status_error(response)
 
     def _status_error(self, response: httpx.Response) -> APIError:
-        body = _body(response)
+        body = _redact_json(_body(response), self._secrets)
         code = response.status_code
         msg = redact(_server_message(body), self._secrets)
         where = f"{response.request.method} {response.request.url.path}"

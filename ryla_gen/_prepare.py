@@ -77,4 +77,10 @@ def prepare(
             problems = [p for p in problems if p.type != "missing_node_type"]
         if problems:
             raise GraphValidationError(problems)
+    try:  # nodes without schemas too: NaN and infinity cannot be sent at all
+        json.dumps(req.graph, allow_nan=False)
+    except ValueError as exc:
+        raise InputError(
+            f"The graph holds a value JSON cannot carry (NaN or infinity): {exc}"
+        ) from exc
     return req

@@ -16,6 +16,7 @@ from ryla_gen._constants import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RUNPOD_BASE_URL,
 )
+from ryla_gen._http import check_token
 from ryla_gen.errors import ConfigurationError
 
 __all__ = ["PROVIDERS", "Settings"]
@@ -128,6 +129,10 @@ class Settings(BaseSettings):
                 )
         if self.runpod_webhook:
             self._url("runpod_webhook", self.runpod_webhook)
+        if self.modal_token is not None:
+            check_token(self.modal_token.get_secret_value(), "RYLA_GEN_MODAL_TOKEN")
+        if self.runpod_api_key is not None:
+            check_token(self.runpod_api_key.get_secret_value(), "RYLA_GEN_RUNPOD_API_KEY")
 
     @staticmethod
     def _url(field: str, value: str) -> None:

@@ -287,6 +287,10 @@ class _Context:
     async def check_models(self, files: Sequence[Any]) -> None:
         if not self.models_dirs and not self.lora_dirs:
             return
+        if not self.models_dirs:
+            # Only a LoRA folder is known here: the models live wherever ComfyUI has
+            # them, and ComfyUI's own validation reports any that are missing.
+            files = [f for f in files if _folder_of(f) == "loras"]
         missing = modelcheck.missing_files(
             files, models_dirs=self.models_dirs, lora_dirs=self.lora_dirs
         )
@@ -322,6 +326,10 @@ class _Context:
                 terminal = view["status"] in ("completed", "failed", "cancelled")
             return view, 200 if terminal else 202
         return view, 202 if created else 200
+
+
+def _folder_of(f: Any) -> str:
+    return str(f.folder) if hasattr(f, "folder") else str(f[0])
 
 
 def _job_id(value: str) -> str:

@@ -16,6 +16,7 @@ Differences from the server, all deliberate:
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -164,6 +165,8 @@ def _check_value(spec: InputSpec, value: Any, check_files: bool) -> Problem | No
             number = int(value) if spec.type == "INT" else float(value)
         except (TypeError, ValueError, OverflowError):
             return "invalid_input_type", f"{value!r} is not valid here. {_wanted(spec)}"
+        if not math.isfinite(number):  # NaN passes every range check and is not JSON
+            return "invalid_input_type", f"{value!r} is not a finite number. {_wanted(spec)}"
         if spec.min is not None and number < spec.min:
             return "value_smaller_than_min", (
                 f"Value {number} is smaller than the minimum {spec.min}. {_wanted(spec)}"

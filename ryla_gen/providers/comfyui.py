@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -84,6 +85,9 @@ _FILE_INPUTS = {
     "instantid_file": "instantid",
     "image": "input",
 }
+
+#: Re-reads (0.1 s apart) of a history entry that has neither outputs nor an error.
+_MAX_INCOMPLETE_READS = 15
 
 #: Seconds without any sign of life from a job's server before it is presumed dead.
 _BACKEND_DEAD_AFTER = 20.0
@@ -180,11 +184,17 @@ class _WebSocket:
             self._thread.start()
 
     def drop(self) -> None:
-        """Close the current connection (it reconnects); used by tests and on silence."""
+        """Cut the current connection (it reconnects); used by tests and on silence.
+
+        Never blocks: websocket-client's ``close()`` waits for the reader thread's lock
+        and for the peer's close reply, which a silent peer never sends. Shutting the
+        socket down wakes the reader, which then closes the connection itself.
+        """
         ws = self._ws
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                ws.close()
+        sock = getattr(ws, "sock", None) if ws is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.closed.set()
@@ -440,6 +450,7 @@ class ComfyUIProvider(AsyncProvider):
         next_poll = time.monotonic() + (1.0 if ws is not None and ws.healthy else 0.0)
         last_alive = time.monotonic()
         checks_without_trace = 0
+        incomplete_reads = 0
         graph = job.request.graph if job.request else {}
         class_types = {
             k: str(v.get("class_type")) for k, v in graph.items() if isinstance(v, Mapping)
@@ -499,7 +510,15 @@ class ComfyUIProvider(AsyncProvider):
                         yield terminal
                         return
                     # History has the entry but not its outputs yet (a race seen on some
-                    # builds): look again soon.
+                    # builds): look again soon, but not forever.
+                    incomplete_reads += 1
+                    if incomplete_reads > _MAX_INCOMPLETE_READS:
+                        raise ProtocolError(
+                            f"ComfyUI's history entry of job {pid} stayed without a final "
+                            f"status or outputs for {_MAX_INCOMPLETE_READS * 0.1:.1f} s: "
+                            f"{str(dict(entry))[:300]}",
+                            provider=self.name,
+                        )
                     next_poll = time.monotonic() + 0.1
                     continue
                 if hinted_done:
@@ -547,7 +566,7 @@ class ComfyUIProvider(AsyncProvider):
         self, job: SubmittedJob, entry: Mapping[str, Any], deadline: Deadline
     ) -> Completed | Failed | Cancelled | None:
         """Turn a history entry into the terminal event, or None if not final yet."""
-        status = entry.get("status") or {}
+        status = _status_of(entry)
         status_str = status.get("status_str")
         messages = _messages(status)
         if status_str == "error" or "execution_error" in messages:
@@ -624,16 +643,21 @@ class ComfyUIProvider(AsyncProvider):
         data = HTTP.json(r, self.name)
         if not isinstance(data, Mapping):
             raise ProtocolError("ComfyUI's /queue answer is not an object", provider=self.name)
-        for item in data.get("queue_running") or []:
+        running = _shape(data.get("queue_running"), list, "/queue's queue_running")
+        for item in running:
             if _item_id(item) == prompt_id:
                 return JobState.RUNNING, 0
         pending = sorted(
-            (i for i in data.get("queue_pending") or [] if isinstance(i, list) and len(i) > 1),
+            (
+                i
+                for i in _shape(data.get("queue_pending"), list, "/queue's queue_pending")
+                if isinstance(i, list) and len(i) > 1
+            ),
             key=lambda i: i[0] if isinstance(i[0], int | float) else 0,
         )
         for pos, item in enumerate(pending):
             if _item_id(item) == prompt_id:
-                return JobState.QUEUED, pos + len(data.get("queue_running") or [])
+                return JobState.QUEUED, pos + len(running)
         return None, None
 
     async def _download_outputs(
@@ -643,7 +667,7 @@ class ComfyUIProvider(AsyncProvider):
         for node_id, out in outputs.items():
             if not isinstance(out, Mapping):
                 continue
-            for img in out.get("images") or []:
+            for img in _shape(out.get("images"), list, f"outputs of node {node_id}"):
                 if isinstance(img, Mapping) and img.get("type", "output") == "output":
                     refs.append((str(node_id), img))
         refs.sort(key=lambda r: (_node_sort_key(r[0]), str(r[1].get("filename"))))
@@ -730,9 +754,30 @@ def _node_sort_key(node_id: str) -> tuple[int, str]:
     return (int(node_id), "") if node_id.isdigit() else (1 << 30, node_id)
 
 
+def _shape(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (None counts as empty); else :class:`ProtocolError`."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ProtocolError(
+            f"ComfyUI sent a malformed answer: {what} is {type(value).__name__}, "
+            f"not {'an object' if kind is dict else 'a list'}: {str(value)[:200]!r}",
+            provider="comfyui",
+        )
+    return value
+
+
+def _status_of(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = entry.get("status")
+    if isinstance(status, Mapping) or status is None:
+        return status or {}
+    shaped: Mapping[str, Any] = _shape(status, dict, "a history entry's status")  # raises
+    return shaped
+
+
 def _messages(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     out: dict[str, Mapping[str, Any]] = {}
-    for m in status.get("messages") or []:
+    for m in _shape(status.get("messages"), list, "status.messages"):
         if isinstance(m, list) and len(m) == 2 and isinstance(m[1], Mapping):
             out[str(m[0])] = m[1]
     return out
@@ -754,7 +799,7 @@ def _failure(job_id: str, messages: Mapping[str, Mapping[str, Any]]) -> JobFaile
         node_id=str(err["node_id"]) if err.get("node_id") is not None else None,
         node_type=str(err["node_type"]) if err.get("node_type") else None,
         exception_type=str(err["exception_type"]) if err.get("exception_type") else None,
-        traceback="".join(tb) if isinstance(tb, list) else (str(tb) if tb else None),
+        traceback="".join(map(str, tb)) if isinstance(tb, list) else (str(tb) if tb else None),
     )
 
 
@@ -785,7 +830,7 @@ def _prompt_from_history(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _status_from_history(job_id: str, entry: Mapping[str, Any]) -> JobStatus:
-    status = entry.get("status") or {}
+    status = _status_of(entry)
     messages = _messages(status)
     if "execution_error" in messages:
         err = messages["execution_error"]

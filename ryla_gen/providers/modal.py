@@ -20,6 +20,7 @@ become typed errors: ``validation_error`` -> :class:`~ryla_gen.errors.GraphValid
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -34,15 +35,17 @@ from ryla_gen._constants import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
 )
-from ryla_gen._http import HTTP, Deadline, RetryPolicy, redact
+from ryla_gen._http import HTTP, Deadline, RetryPolicy, check_token, redact
 from ryla_gen.errors import (
     APIError,
     GraphValidationError,
     InputError,
     JobFailedError,
+    JobTimeoutError,
     ModelMissingError,
     NodeError,
     ProtocolError,
+    ProviderUnavailableError,
 )
 from ryla_gen.providers._base import SubmittedJob
 from ryla_gen.providers._jobapi import (
@@ -102,6 +105,7 @@ class ModalProvider(PollingProvider):
         self.poll_interval = poll_interval
         self.long_poll = long_poll
         self._seen: dict[str, float] = {}  # job id -> updated_at of the last view
+        check_token(token, "RYLA_GEN_MODAL_TOKEN")
         self._secrets = [token] if token else []
         self.http = HTTP(
             self.url,
@@ -133,9 +137,26 @@ class ModalProvider(PollingProvider):
             "seed": request.seed,
         }
         t0 = time.monotonic()
-        r = await self.http.request(
-            "POST", "/jobs", json=body, idempotent=True, deadline=deadline, ok=(400, 413)
-        )
+        try:
+            r = await self.http.request(
+                "POST", "/jobs", json=body, idempotent=True, deadline=deadline, ok=(400, 413)
+            )
+        except (JobTimeoutError, ProviderUnavailableError) as exc:
+            # An answer was lost, so the job may exist and would run unobserved: cancel
+            # it (by the id we chose) before giving up. Best effort, within half a second.
+            cancelled = False
+            with contextlib.suppress(APIError, JobTimeoutError):
+                await self.http.request(
+                    "POST",
+                    f"/jobs/{quote(job_id, safe='')}/cancel",
+                    idempotent=True,
+                    deadline=Deadline(0.5),
+                    ok=(404,),
+                )
+                cancelled = True
+            if isinstance(exc, JobTimeoutError):
+                exc.remote_cancelled = cancelled
+            raise
         if r.status_code in (400, 413):
             raise self._error(r)
         view = json_object(r, self.name, "POST /jobs")

@@ -49,7 +49,7 @@ from ryla_gen._constants import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RUNPOD_BASE_URL,
 )
-from ryla_gen._http import HTTP, Deadline, RetryPolicy, redact
+from ryla_gen._http import HTTP, Deadline, RetryPolicy, check_token, redact
 from ryla_gen.errors import (
     GraphValidationError,
     InputError,
@@ -148,6 +148,7 @@ class RunPodProvider(PollingProvider):
         self.ttl = ttl
         self._webhook = webhook
         self.poll_interval = poll_interval
+        check_token(api_key, "RYLA_GEN_RUNPOD_API_KEY")
         self._secrets = [s for s in (api_key, webhook) if s]
         self.http = HTTP(
             self.url,
@@ -341,7 +342,15 @@ class RunPodProvider(PollingProvider):
         self, job_id: str, output: Mapping[str, Any], deadline: Deadline
     ) -> list[OutputImage] | Failed:
         entries = output.get("images")
-        errors = [str(e) for e in output.get("errors") or [] if e]
+        raw_errors = output.get("errors")
+        if isinstance(raw_errors, str):
+            raw_errors = [raw_errors]
+        if raw_errors is not None and not isinstance(raw_errors, list):
+            raise ProtocolError(
+                f"RunPod job {job_id}: output 'errors' is not a list: {_short(raw_errors)}",
+                provider=self.name,
+            )
+        errors = [str(e) for e in raw_errors or [] if e]
         if not isinstance(entries, list):
             raise ProtocolError(
                 f"RunPod job {job_id}: output 'images' is not a list: {_short(entries)}",
@@ -354,7 +363,11 @@ class RunPodProvider(PollingProvider):
             lines = list(dict.fromkeys(failed + errors))
             return Failed(job_id, self._failure(job_id, lines[0], {"details": lines[1:]}))
         if errors:
-            log.warning("worker-comfyui reported for job %s: %s", job_id, "; ".join(errors))
+            log.warning(
+                "worker-comfyui reported for job %s: %s",
+                job_id,
+                "; ".join(self._redact(e) for e in errors),
+            )
         images: list[OutputImage] = []
         for n, entry in enumerate(entries):
             if not isinstance(entry, Mapping):

@@ -145,7 +145,8 @@ class Between:
 
 # -- text checks --------------------------------------------------------------------------
 
-_BAD_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_BAD_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+"""Control characters, line/paragraph separators, and lone surrogates (not UTF-8 encodable)."""
 
 
 def check_prompt(

@@ -161,11 +161,14 @@ class InputImage:
                 im = Image.open(io.BytesIO(data))
                 _check_size(im.size, field)
                 im.load()
-        except (
-            UnidentifiedImageError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ):
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _err(
+                "image_too_large",
+                "{field} is too large: far more pixels than {max}x{max}",
+                field=field,
+                max=MAX_IMAGE_SIDE,
+            ) from None
+        except UnidentifiedImageError:
             raise _err(
                 "image_not_an_image",
                 "{field} is not an image Pillow can read (PNG, JPEG, WebP, ...)",
