@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "ANTELOPEV2",
     "CLIP_L",
+    "FILE_INPUTS",
     "FLUX1_DEV",
     "FLUX1_SCHNELL",
     "FLUX_AE",
@@ -39,6 +40,7 @@ __all__ = [
     "Z_IMAGE_TURBO",
     "ModelFile",
     "all_model_files",
+    "file_folder",
     "find",
     "for_workflow",
     "missing",
@@ -156,6 +158,34 @@ class ModelFile(BaseModel):
 
     def __str__(self) -> str:
         return self.relpath
+
+
+#: Loader node class -> {input name: ComfyUI models folder} for inputs naming a file.
+FILE_INPUTS: dict[str, dict[str, str]] = {
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
+    "CheckpointLoader": {"ckpt_name": "checkpoints"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "VAELoader": {"vae_name": "vae"},
+    "CLIPLoader": {"clip_name": "text_encoders"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "TripleCLIPLoader": {
+        "clip_name1": "text_encoders",
+        "clip_name2": "text_encoders",
+        "clip_name3": "text_encoders",
+    },
+    "LoraLoader": {"lora_name": "loras"},
+    "LoraLoaderModelOnly": {"lora_name": "loras"},
+    "ControlNetLoader": {"control_net_name": "controlnet"},
+    "DiffControlNetLoader": {"control_net_name": "controlnet"},
+    "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "UpscaleModelLoader": {"model_name": "upscale_models"},
+    "InstantIDModelLoader": {"instantid_file": "instantid"},
+}
+
+
+def file_folder(class_type: str, input_name: str) -> str | None:
+    """The models folder a loader node's input names a file in, or None."""
+    return FILE_INPUTS.get(class_type, {}).get(input_name)
 
 
 # -- the manifest -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ryla_gen.models import ModelFile
+from ryla_gen.models import FILE_INPUTS, ModelFile
 
 __all__ = [
     "FILE_INPUTS",
@@ -22,28 +22,6 @@ __all__ = [
     "missing_files",
     "present_size",
 ]
-
-#: Loader node class -> {input name: ComfyUI models folder} for inputs naming a file.
-FILE_INPUTS: dict[str, dict[str, str]] = {
-    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"},
-    "CheckpointLoader": {"ckpt_name": "checkpoints"},
-    "UNETLoader": {"unet_name": "diffusion_models"},
-    "VAELoader": {"vae_name": "vae"},
-    "CLIPLoader": {"clip_name": "text_encoders"},
-    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
-    "TripleCLIPLoader": {
-        "clip_name1": "text_encoders",
-        "clip_name2": "text_encoders",
-        "clip_name3": "text_encoders",
-    },
-    "LoraLoader": {"lora_name": "loras"},
-    "LoraLoaderModelOnly": {"lora_name": "loras"},
-    "ControlNetLoader": {"control_net_name": "controlnet"},
-    "DiffControlNetLoader": {"control_net_name": "controlnet"},
-    "CLIPVisionLoader": {"clip_name": "clip_vision"},
-    "UpscaleModelLoader": {"model_name": "upscale_models"},
-    "InstantIDModelLoader": {"instantid_file": "instantid"},
-}
 
 #: Folders ComfyUI also searches under their legacy names.
 FOLDER_ALIASES: dict[str, tuple[str, ...]] = {

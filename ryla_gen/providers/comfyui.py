@@ -47,6 +47,7 @@ from ryla_gen.errors import (
     ProtocolError,
     ProviderUnavailableError,
 )
+from ryla_gen.models import file_folder
 from ryla_gen.providers._base import AsyncProvider, SubmittedJob
 from ryla_gen.types import (
     Cancelled,
@@ -69,22 +70,6 @@ from ryla_gen.types import (
 __all__ = ["ComfyUIProvider", "node_errors_from_response"]
 
 log = logging.getLogger("ryla_gen.comfyui")
-
-#: Inputs whose values are file names on the server (a not-in-list error there means a
-#: missing file, not a typo in a choice).
-_FILE_INPUTS = {
-    "ckpt_name": "checkpoints",
-    "unet_name": "diffusion_models",
-    "vae_name": "vae",
-    "clip_name": "text_encoders",
-    "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders",
-    "clip_name3": "text_encoders",
-    "lora_name": "loras",
-    "control_net_name": "controlnet",
-    "instantid_file": "instantid",
-    "image": "input",
-}
 
 #: Re-reads (0.1 s apart) of a history entry that has neither outputs nor an error.
 _MAX_INCOMPLETE_READS = 15
@@ -139,10 +124,11 @@ def _missing_files(exc: GraphValidationError, graph: Mapping[str, Any]) -> list[
         return None
     files = []
     for e in exc.errors:
-        if e.type != "value_not_in_list" or e.input_name not in _FILE_INPUTS:
+        node = graph.get(e.node_id, {})
+        folder = file_folder(str(node.get("class_type")), e.input_name or "")
+        if e.type != "value_not_in_list" or folder is None:
             return None
-        value = graph.get(e.node_id, {}).get("inputs", {}).get(e.input_name)
-        files.append(f"{_FILE_INPUTS[e.input_name]}/{value}")
+        files.append(f"{folder}/{node.get('inputs', {}).get(e.input_name)}")
     return files
 
 
