@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -253,6 +254,9 @@ class ComfyUIProvider(AsyncProvider):
         poll_interval: Seconds between ``/history`` polls while the websocket is down.
         retry: Retry policy for safe requests.
         http_client: An ``httpx.AsyncClient`` to use (tests inject transports this way).
+        graph_transform: Applied to every graph just before it is queued (a copy, never
+            the request's own graph); a GPU worker's speed options use it
+            (``ryla_gen_modal.tuning``). Node ids in errors refer to the transformed graph.
     """
 
     name: ClassVar[str] = "comfyui"
@@ -268,8 +272,10 @@ class ComfyUIProvider(AsyncProvider):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         http_client: httpx.AsyncClient | None = None,
+        graph_transform: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.graph_transform = graph_transform
         self.client_id = uuid.uuid4().hex
         self.poll_interval = poll_interval
         self.http = HTTP(
@@ -306,7 +312,10 @@ class ComfyUIProvider(AsyncProvider):
         if self._ws is not None:
             self._ws.queues[prompt_id] = asyncio.Queue()
         try:
-            await self._queue_prompt(prompt_id, request.graph, deadline)
+            graph = request.graph
+            if self.graph_transform is not None:
+                graph = self.graph_transform(copy.deepcopy(dict(graph)))
+            await self._queue_prompt(prompt_id, graph, deadline)
         except BaseException:
             if self._ws is not None:
                 self._ws.queues.pop(prompt_id, None)
