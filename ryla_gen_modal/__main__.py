@@ -10,6 +10,12 @@ The token comes from ``RYLA_GEN_API_TOKEN`` (never from the command line, where 
 users could read it); the server refuses to start without one unless
 ``--insecure-no-auth`` is given. Clients then use ``RYLA_GEN_PROVIDER=modal`` with
 ``RYLA_GEN_MODAL_URL=http://127.0.0.1:8000`` and the same token.
+
+The GPU worker's speed options apply here too, read from the same variables
+(``RYLA_GEN_LORA_MODE``, ``RYLA_GEN_COMPILE``, ``RYLA_GEN_LORA_RANK``; see
+:mod:`ryla_gen_modal.tuning`): graphs are rewritten before they reach ComfyUI. With
+``RYLA_GEN_LORA_MODE=unmerged`` that ComfyUI must load ryla-gen's nodes: add
+``python -m ryla_gen_modal nodes-dir`` to its ``custom_nodes`` paths.
 """
 
 from __future__ import annotations
@@ -67,12 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve without a token (only sensible on loopback)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_parser(
+        "nodes-dir",
+        help="print the folder of ryla-gen's ComfyUI nodes (for ComfyUI's custom_nodes paths)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "nodes-dir":
+        from ryla_gen_modal.tuning import COMFY_NODES_DIR
+
+        print(COMFY_NODES_DIR)
+        return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -95,6 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serving WITHOUT authentication on %s: anyone who can reach it can use it", args.host
         )
 
+    from ryla_gen_modal.tuning import WorkerTuning
+
+    try:
+        tuning = WorkerTuning.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if tuning.active:
+        log.info("worker options: %s", tuning)
+
     import uvicorn
 
     from ryla_gen.providers.comfyui import ComfyUIProvider
@@ -102,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ryla_gen_modal.server import create_app
 
     executor = LocalExecutor(
-        ComfyUIProvider(args.comfyui_url),
+        ComfyUIProvider(args.comfyui_url, graph_transform=tuning.apply if tuning.active else None),
         max_concurrency=args.max_concurrency,
         max_queued=args.max_queued,
         job_timeout=args.job_timeout,

@@ -63,6 +63,7 @@ from ryla_gen_modal.config import (
     COMFYUI_DIR,
     COMFYUI_PORT,
     COMFYUI_VERSION,
+    COMPILE_CACHE_DIR,
     EXTRA_MODEL_PATHS_FILE,
     INSIGHTFACE_VERSION,
     INSTANTID_COMMIT,
@@ -78,6 +79,7 @@ from ryla_gen_modal.config import (
     WEB_PACKAGES,
     DeployConfig,
     antelopev2_commands,
+    compile_cache_env,
     extra_model_paths_yaml,
     source_ignore,
 )
@@ -151,6 +153,11 @@ web_image = (
 
 models_volume = modal.Volume.from_name(config.models_volume, create_if_missing=True)
 loras_volume = modal.Volume.from_name(config.loras_volume, create_if_missing=True)
+
+# torch.compile's caches (only used with `RYLA_GEN_COMPILE=1`) get a Volume of their own,
+# committed after each container's warm-up, so later containers compile from a warm cache.
+
+compile_cache_volume = modal.Volume.from_name(config.compile_cache_volume, create_if_missing=True)
 
 # A Dict maps each job id to its function call, and holds the worker's live progress,
 # so any web container can answer for any job.
@@ -235,7 +242,11 @@ async def _reload(*volumes: Any) -> None:
 @app.cls(
     image=gpu_image,  # ComfyUI + InstantID + antelopev2 + ryla-gen
     gpu=config.gpu,  # RYLA_GEN_GPU, "H100" by default: Flux Dev bf16 needs ~33 GB of VRAM
-    volumes={MODELS_DIR: models_volume, LORAS_DIR: loras_volume},  # read by ComfyUI
+    volumes={
+        MODELS_DIR: models_volume,  # read by ComfyUI
+        LORAS_DIR: loras_volume,
+        COMPILE_CACHE_DIR: compile_cache_volume,  # torch.compile caches (RYLA_GEN_COMPILE)
+    },
     timeout=config.job_timeout + 2 * MINUTES,  # the job's own deadline fires first
     startup_timeout=config.startup_timeout,  # ComfyUI start plus custom node imports
     max_containers=config.max_containers,  # caps GPU spend under bursts
@@ -249,10 +260,19 @@ class Worker:
 
     @modal.enter()
     def start_comfyui(self) -> None:
-        """Write extra_model_paths.yaml and start ComfyUI on the GPU (once per container)."""
+        """Write extra_model_paths.yaml, start ComfyUI on the GPU, warm it up (once)."""
         from ryla_gen_modal.comfy_process import ComfyUIProcess, comfyui_command
+        from ryla_gen_modal.prefetch import prefetch_in_background, workflow_files
+        from ryla_gen_modal.tuning import COMFY_NODES_DIR
 
-        Path(EXTRA_MODEL_PATHS_FILE).write_text(extra_model_paths_yaml(MODELS_DIR, LORAS_DIR))
+        tuning = config.tuning  # RYLA_GEN_LORA_MODE / RYLA_GEN_COMPILE; stock by default
+        # ryla-gen's own nodes are always loaded: unused unless an option rewrites graphs,
+        # and their /ryla/gc_freeze route is what the warm-up ends with.
+        Path(EXTRA_MODEL_PATHS_FILE).write_text(
+            extra_model_paths_yaml(MODELS_DIR, LORAS_DIR, custom_nodes_dir=str(COMFY_NODES_DIR))
+        )
+        if config.warmup and config.prefetch:  # read the warm-up models while ComfyUI starts
+            prefetch_in_background(workflow_files(config.warmup, [Path(MODELS_DIR)]))
         self.comfyui = ComfyUIProcess(
             comfyui_command(
                 sys.executable,
@@ -264,27 +284,46 @@ class Worker:
             url=f"http://127.0.0.1:{COMFYUI_PORT}",
             cwd=COMFYUI_DIR,
             startup_timeout=config.startup_timeout,
+            env={**tuning.comfyui_env(), **compile_cache_env(COMPILE_CACHE_DIR)},
         )
         self.comfyui.start()
         if config.warmup:  # load the listed workflows' models now, not on a user's job
             asyncio.run(self._warm_up())
+            if tuning.compile:
+                try:  # share what this container compiled with the next ones
+                    compile_cache_volume.commit()
+                except Exception as exc:
+                    log.warning("committing the compile cache failed: %s", exc)
         self.provider: Any = None
         self.volumes_reloaded_at = 0.0
 
-    async def _warm_up(self) -> None:
+    def _new_provider(self) -> Any:
         from ryla_gen.providers.comfyui import ComfyUIProvider
-        from ryla_gen_modal.warmup import warm_up
 
-        provider = ComfyUIProvider(self.comfyui.url)
+        tuning = config.tuning
+        return ComfyUIProvider(
+            self.comfyui.url, graph_transform=tuning.apply if tuning.active else None
+        )
+
+    async def _warm_up(self) -> None:
+        from ryla_gen_modal.warmup import freeze_heap, warm_up
+
+        provider = self._new_provider()
         try:
-            await warm_up(provider, config.warmup, timeout=config.startup_timeout)
+            await warm_up(
+                provider,
+                config.warmup,
+                timeout=config.startup_timeout,
+                size=config.warmup_size,
+                compiled=config.tuning.compile,
+            )
+            await freeze_heap(provider)  # later gc.collect() calls skip the warmed-up heap
         finally:
             await provider.aclose()
 
     @modal.method()
     async def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one job (sent by the web front's ModalExecutor); return its JobView result."""
-        from ryla_gen.providers.comfyui import ComfyUIProvider
         from ryla_gen_modal.jobs import HEALTH_KEY, progress_key, worker_run
 
         try:
@@ -303,7 +342,7 @@ class Worker:
             log.warning("recording worker health failed: %s", exc)
         await self._refresh_volumes(payload.get("graph") or {})
         if self.provider is None:  # created on the container's event loop
-            self.provider = ComfyUIProvider(self.comfyui.url)
+            self.provider = self._new_provider()
         key = progress_key(str(payload["job_id"]))
 
         async def publish(state: dict[str, Any]) -> None:

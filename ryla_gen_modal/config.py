@@ -23,6 +23,13 @@ variable                       default                 what
 ``RYLA_GEN_COMFYUI_ARGS``      ``""``                  extra ComfyUI flags (shell words)
 ``RYLA_GEN_WARMUP``            ``""``                  workflows whose models load at
                                                        container start, e.g. ``flux-dev``
+``RYLA_GEN_PREFETCH``          ``""``                  ``1``: read the warm-up models in
+                                                       parallel while ComfyUI starts
+``RYLA_GEN_LORA_MODE``         ``merge``               ``unmerged``: LoRAs applied at run
+                                                       time (``ryla_gen_modal.tuning``)
+``RYLA_GEN_LORA_RANK``         ``64``                  LoRA slot rank per layer
+``RYLA_GEN_COMPILE``           ``""``                  ``1``: torch.compile Flux (warm-up
+                                                       at 1024x1024 compiles at start)
 =============================  ======================  ===================================
 
 Worker speed options (measured on an H200, BENCHMARKS.md). The default runs ComfyUI
@@ -31,7 +38,10 @@ with ``--highvram``: weights and the backups ComfyUI keeps while a LoRA is merge
 in GPU memory, so changing a user's LoRA or its strength costs a GPU copy instead of a
 host round trip (stock: +4 to +20 s a change; high: +0.2 to +0.8 s), at the price of
 about 22 GB more GPU memory for Flux Dev (59 GB peak: fits an H100 80 GB). It moves
-weights, not math: the images are the same.
+weights, not math: the images are the same. ``RYLA_GEN_LORA_MODE=unmerged`` and
+``RYLA_GEN_COMPILE=1`` change the graph ComfyUI runs (see :mod:`ryla_gen_modal.tuning` for
+what each costs and buys); the compile cache lives on its own Volume, so a new container
+compiles from a warm cache.
 """
 
 from __future__ import annotations
@@ -40,8 +50,10 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
+
+from ryla_gen_modal.tuning import WorkerTuning
 
 __all__ = [
     "ANTELOPEV2_DIR",
@@ -49,6 +61,7 @@ __all__ = [
     "COMFYUI_PORT",
     "COMFYUI_VERSION",
     "COMFY_CLI_VERSION",
+    "COMPILE_CACHE_DIR",
     "EXTRA_MODEL_PATHS_FILE",
     "INSIGHTFACE_VERSION",
     "INSTANTID_COMMIT",
@@ -65,6 +78,7 @@ __all__ = [
     "WEB_PACKAGES",
     "DeployConfig",
     "antelopev2_commands",
+    "compile_cache_env",
     "extra_model_paths_yaml",
     "source_ignore",
 ]
@@ -133,6 +147,8 @@ LORAS_DIR = "/loras"
 """Mount point of the LoRA Volume (flat folder of ``*.safetensors``)."""
 ANTELOPEV2_DIR = f"{COMFYUI_DIR}/models/insightface/models/antelopev2"
 """Where ComfyUI_InstantID loads the face models from (hard-coded there, so baked in)."""
+COMPILE_CACHE_DIR = "/compile-cache"
+"""Mount point of the Volume with torch.compile's caches (inductor and Triton)."""
 EXTRA_MODEL_PATHS_FILE = "/root/extra_model_paths.yaml"
 """Written at container start; passed to ComfyUI with ``--extra-model-paths-config``."""
 
@@ -151,11 +167,16 @@ MODEL_FOLDERS = (
 """Models Volume sub-folders ComfyUI is told about (the manifest's folders and common extras)."""
 
 
-def extra_model_paths_yaml(models_dir: str = MODELS_DIR, loras_dir: str = LORAS_DIR) -> str:
+def extra_model_paths_yaml(
+    models_dir: str = MODELS_DIR,
+    loras_dir: str = LORAS_DIR,
+    custom_nodes_dir: str | None = None,
+) -> str:
     """ComfyUI's ``extra_model_paths.yaml`` pointing at the two volumes.
 
     The legacy folder names ``unet`` and ``clip`` are mapped too, so files laid out
-    either way are found.
+    either way are found. ``custom_nodes_dir`` adds a folder of custom nodes (ryla-gen's
+    own, :data:`ryla_gen_modal.tuning.COMFY_NODES_DIR`, when a worker option needs them).
     """
     lines = ["ryla_gen_models:", f"  base_path: {models_dir}"]
     for folder in MODEL_FOLDERS:
@@ -166,7 +187,23 @@ def extra_model_paths_yaml(models_dir: str = MODELS_DIR, loras_dir: str = LORAS_
         else:
             lines.append(f"  {folder}: {folder}")
     lines += ["ryla_gen_loras:", f"  base_path: {loras_dir}", "  loras: ."]
+    if custom_nodes_dir is not None:
+        lines += ["ryla_gen_nodes:", f"  custom_nodes: {custom_nodes_dir}"]
     return "\n".join(lines) + "\n"
+
+
+def compile_cache_env(cache_dir: str = COMPILE_CACHE_DIR) -> dict[str, str]:
+    """Environment that puts torch.compile's on-disk caches under ``cache_dir``.
+
+    Kept on a Volume, the caches let a new container compile from warm caches (42 s
+    instead of 74 s for the first compiled Flux Dev image on an H200, BENCHMARKS.md).
+    """
+    return {
+        "TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/inductor",
+        "TRITON_CACHE_DIR": f"{cache_dir}/triton",
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+    }
 
 
 def antelopev2_commands(target_dir: str = ANTELOPEV2_DIR) -> list[str]:
@@ -216,6 +253,8 @@ class DeployConfig:
     vram: str = "normal"
     comfyui_args: tuple[str, ...] = ()
     warmup: tuple[str, ...] = ()
+    tuning: WorkerTuning = field(default_factory=WorkerTuning)
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         from ryla_gen_modal.warmup import WARMUP_WORKFLOWS
@@ -269,6 +308,16 @@ class DeployConfig:
         return f"{self.app_name}-loras"
 
     @property
+    def compile_cache_volume(self) -> str:
+        """Name of the Volume that keeps torch.compile's caches between containers."""
+        return f"{self.app_name}-compile-cache"
+
+    @property
+    def warmup_size(self) -> int:
+        """Side of the square warm-up image: 1024 with compile (the size it compiles for)."""
+        return 1024 if self.tuning.compile else 256
+
+    @property
     def jobs_dict(self) -> str:
         """Name of the Dict that maps job ids to Modal function calls and progress."""
         return f"{self.app_name}-jobs"
@@ -302,6 +351,8 @@ class DeployConfig:
             vram=(env.get("RYLA_GEN_VRAM") or d.vram).strip().lower(),
             comfyui_args=tuple(shlex.split(env.get("RYLA_GEN_COMFYUI_ARGS", ""))),
             warmup=tuple(w.strip() for w in env.get("RYLA_GEN_WARMUP", "").split(",") if w.strip()),
+            tuning=WorkerTuning.from_env(env),
+            prefetch=(env.get("RYLA_GEN_PREFETCH") or "").strip().lower() in ("1", "true", "yes"),
         )
 
     def worker_env(self) -> dict[str, str]:
@@ -310,4 +361,6 @@ class DeployConfig:
             "RYLA_GEN_VRAM": self.vram,
             "RYLA_GEN_COMFYUI_ARGS": shlex.join(self.comfyui_args),
             "RYLA_GEN_WARMUP": ",".join(self.warmup),
+            "RYLA_GEN_PREFETCH": "1" if self.prefetch else "",
+            **self.tuning.env(),
         }

@@ -6,7 +6,12 @@ workflows), the worker runs one small job of each listed workflow right after Co
 starts, so that cost is paid at container start, off users' requests (pair it with
 ``RYLA_GEN_MIN_CONTAINERS`` to keep such containers ready). The warm-up job is 256x256,
 one step: it loads every model the workflow needs at full size but renders almost
-nothing. A failed warm-up is logged, never fatal: the container still serves jobs.
+nothing. With ``RYLA_GEN_COMPILE`` it is 1024x1024 instead, the size the compiled model is
+then ready for (compiled twice, see :func:`warm_up`). With ``RYLA_GEN_PREFETCH=1`` the
+worker also reads the warm-up workflows' files into the page cache in parallel while
+ComfyUI starts (:mod:`ryla_gen_modal.prefetch`). After the warm-up the worker freezes
+ComfyUI's heap (:func:`freeze_heap`). A failed warm-up is logged, never fatal: the
+container still serves jobs.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import logging
 import time
 from typing import Any
 
+from ryla_gen._http import Deadline
 from ryla_gen._prepare import prepare
 from ryla_gen.providers import AsyncProvider
+from ryla_gen.providers.comfyui import ComfyUIProvider
 from ryla_gen.types import JobRequest
 from ryla_gen_modal.jobs import run_job
 
-__all__ = ["WARMUP_WORKFLOWS", "warm_up", "warmup_request"]
+__all__ = ["WARMUP_WORKFLOWS", "freeze_heap", "warm_up", "warmup_request"]
 
 log = logging.getLogger("ryla_gen_modal.warmup")
 
@@ -28,8 +35,8 @@ WARMUP_WORKFLOWS: tuple[str, ...] = ("flux-dev", "flux-schnell", "z-image-turbo"
 """Workflows that can be warmed up (they need no input image)."""
 
 
-def warmup_request(name: str) -> JobRequest:
-    """The small, validated job that loads every model of workflow ``name``."""
+def warmup_request(name: str, size: int = 256, steps: int = 1) -> JobRequest:
+    """The small, validated job (``steps`` steps, ``size`` square) that loads workflow ``name``."""
     from ryla_gen.workflows import get_workflow
 
     if name not in WARMUP_WORKFLOWS:
@@ -37,9 +44,9 @@ def warmup_request(name: str) -> JobRequest:
     cls = get_workflow(name)
     fields: dict[str, Any] = {
         "prompt": "warm-up",
-        "width": 256,
-        "height": 256,
-        "steps": 1,
+        "width": size,
+        "height": size,
+        "steps": steps,
         "seed": 0,
         "filename_prefix": "ryla_warmup",
     }
@@ -47,9 +54,19 @@ def warmup_request(name: str) -> JobRequest:
 
 
 async def warm_up(
-    provider: AsyncProvider, names: tuple[str, ...] | list[str], *, timeout: float = 600.0
+    provider: AsyncProvider,
+    names: tuple[str, ...] | list[str],
+    *,
+    timeout: float = 600.0,
+    size: int = 256,
+    compiled: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run the warm-up job of each workflow in ``names``, one after another.
+
+    With ``compiled`` (the worker runs torch.compile) each workflow runs twice, with 1 and
+    then 2 steps: torch.compile guards on the length of the step schedule, so the second
+    run compiles the variant that serves every step count, during the warm-up instead of
+    on a user's first job.
 
     Returns, per workflow, ``{"status": ..., "seconds": ..., "error": message or None}``.
     Never raises for a failed job: the container must still serve.
@@ -57,15 +74,22 @@ async def warm_up(
     report: dict[str, dict[str, Any]] = {}
     for name in names:
         t0 = time.monotonic()
-        try:
-            outcome = await run_job(
-                provider, warmup_request(name), created_at=time.time(), timeout=timeout
-            )
-            status = str(outcome.get("status"))
-            error = outcome.get("error")
-            message = error.get("message") if isinstance(error, dict) else None
-        except Exception as exc:  # a warm-up must never take the container down
-            status, message = "failed", f"{type(exc).__name__}: {exc}"
+        status, message = "completed", None
+        for steps in (1, 2) if compiled else (1,):
+            try:
+                outcome = await run_job(
+                    provider,
+                    warmup_request(name, size, steps),
+                    created_at=time.time(),
+                    timeout=timeout,
+                )
+                status = str(outcome.get("status"))
+                error = outcome.get("error")
+                message = error.get("message") if isinstance(error, dict) else None
+            except Exception as exc:  # a warm-up must never take the container down
+                status, message = "failed", f"{type(exc).__name__}: {exc}"
+            if status != "completed":
+                break
         seconds = round(time.monotonic() - t0, 3)
         report[name] = {"status": status, "seconds": seconds, "error": message}
         if status == "completed":
@@ -73,3 +97,21 @@ async def warm_up(
         else:
             log.warning("warm-up %s %s after %.1f s: %s", name, status, seconds, message)
     return report
+
+
+async def freeze_heap(provider: ComfyUIProvider) -> int | None:
+    """Ask ComfyUI (with ryla-gen's nodes loaded) to ``gc.freeze()`` its warmed-up heap.
+
+    Returns the number of frozen objects, or None when the server lacks the route or
+    does not answer: like the warm-up itself, this only saves time.
+    """
+    try:
+        r = await provider.http.request(
+            "POST", "/ryla/gc_freeze", idempotent=True, deadline=Deadline(60.0), ok=(404, 405)
+        )
+        if r.status_code != 200:
+            return None
+        return int(r.json().get("frozen_objects", 0))
+    except Exception as exc:
+        log.warning("freezing ComfyUI's heap failed: %s", exc)
+        return None

@@ -227,6 +227,7 @@ def test_volumes_dict_and_secrets(rec: Recorded) -> None:
     assert volumes == {
         "ryla-gen-models": {"create_if_missing": True},
         "ryla-gen-loras": {"create_if_missing": True},
+        "ryla-gen-compile-cache": {"create_if_missing": True},
     }
     assert [a for a, _ in rec.calls["Dict.from_name"]] == [("ryla-gen-jobs",)]
     secrets = {args[0]: kw.get("required_keys") for args, kw in rec.calls["Secret.from_name"]}
@@ -249,7 +250,11 @@ def test_gpu_worker_decorator_arguments(rec: Recorded) -> None:
     assert kw["max_containers"] == 4 and kw["min_containers"] == 0
     assert kw["scaledown_window"] == 300
     assert kw["retries"] == 0
-    assert kw["volumes"] == {"/models": m.models_volume, "/loras": m.loras_volume}
+    assert kw["volumes"] == {
+        "/models": m.models_volume,
+        "/loras": m.loras_volume,
+        "/compile-cache": m.compile_cache_volume,
+    }
     assert kw["image"] is m.gpu_image
     assert "secrets" not in kw  # the GPU worker needs no secret
     assert rec.kwargs("concurrent")[0] == {"max_inputs": 2}
@@ -309,6 +314,7 @@ def test_deploy_knobs_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         assert {a[0] for a, _ in rec.calls["Volume.from_name"]} == {
             "ryla-staging-models",
             "ryla-staging-loras",
+            "ryla-staging-compile-cache",
         }
         assert rec.module.hf_secrets == []
         assert _by_function(rec)["download_models"]["secrets"] == []
