@@ -426,6 +426,9 @@ class Bench:
             "skipped": [],
             "errors": [],
         }
+        from ryla_gen_modal.tuning import WorkerTuning
+
+        self.tuning = WorkerTuning(lora_mode=args.lora_mode, compile=args.compile)
         self.comfy: Any = None
         self.api_proc: subprocess.Popen[bytes] | None = None
         self.clients: dict[str, Any] = {}
@@ -503,6 +506,7 @@ class Bench:
         tag: str | None = None,
     ) -> dict[str, Any]:
         work, graph = self.work(case, loras)
+        graph = self.tuning.apply(graph)  # what the worker (job API) sends ComfyUI, too
         t0 = time.monotonic()
         if variant == "direct":
             r = direct_run(self.comfy_url, graph)
@@ -526,9 +530,11 @@ class Bench:
 
     # -- phases ---------------------------------------------------------------------------------
 
-    def start_stack(self) -> None:
+    def start_stack(self, key: str = "startup", drop: bool | None = None) -> None:
+        """Start ComfyUI and the job API as the worker does (prefetch, warm-up included)."""
         from ryla_gen_modal.comfy_process import ComfyUIProcess, comfyui_command
-        from ryla_gen_modal.config import extra_model_paths_yaml
+        from ryla_gen_modal.config import compile_cache_env, extra_model_paths_yaml
+        from ryla_gen_modal.tuning import COMFY_NODES_DIR
 
         a = self.args
         comfy_dir = Path(a.comfy_dir).resolve()
@@ -538,7 +544,8 @@ class Bench:
         work = Path(a.work_dir)
         work.mkdir(parents=True, exist_ok=True)
         paths_file = work / "extra_model_paths.yaml"
-        paths_file.write_text(extra_model_paths_yaml(str(models), str(loras)))
+        nodes_dir = str(COMFY_NODES_DIR) if (self.tuning.active or a.warmup) else None
+        paths_file.write_text(extra_model_paths_yaml(str(models), str(loras), nodes_dir))
         frontend = work / "frontend"
         frontend.mkdir(parents=True, exist_ok=True)
         (frontend / "index.html").write_text("<html></html>")
@@ -558,19 +565,34 @@ class Bench:
             cwd=comfy_dir,
             log_path=self.out / "comfyui.log",
             startup_timeout=300,
+            env={
+                **self.tuning.comfyui_env(),
+                **compile_cache_env(str(work / "compile-cache")),
+                "TORCH_LOGS": "recompiles",  # why a compiled model recompiles, in comfyui.log
+            },
         )
         token = self.token = secrets.token_urlsafe(24)
         env = {**os.environ, "RYLA_GEN_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+        env.update(self.tuning.env())
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
         )
 
-        st = self.results["startup"]
-        if a.drop_caches:
+        st = self.results.setdefault(key, {})
+        st["tuning"] = self.tuning.env()
+        if a.drop_caches if drop is None else drop:
             st["drop_caches"] = drop_page_cache()
             log(f"page cache drop: {st['drop_caches']}")
-        log(f"starting ComfyUI: {' '.join(cmd)}")
+        log(f"starting ComfyUI: {' '.join(cmd)} (worker options {self.tuning})")
         t0 = time.monotonic()
+        prefetched: dict[str, object] = {}
+        prefetch_thread = None
+        if a.prefetch and not self.smoke:
+            from ryla_gen_modal.prefetch import prefetch_in_background, workflow_files
+
+            files = workflow_files(a.warmup or ["flux-dev"], [models])
+            prefetch_thread, prefetched = prefetch_in_background(files)
+            st["prefetch"] = prefetched
         comfy_err: list[BaseException] = []
 
         def start_comfy() -> None:
@@ -628,6 +650,33 @@ class Bench:
             f"{st.get('api_ready_s')} s"
         )
         self.t_processes = t0
+        if a.warmup and not self.smoke:
+            import asyncio
+
+            from ryla_gen.providers.comfyui import ComfyUIProvider
+            from ryla_gen_modal.warmup import freeze_heap, warm_up
+
+            size = 1024 if self.tuning.compile else 256
+
+            async def _warm() -> dict[str, Any]:
+                provider = ComfyUIProvider(self.comfy_url, graph_transform=self.tuning.apply)
+                try:
+                    report = await warm_up(
+                        provider, a.warmup, timeout=600, size=size, compiled=self.tuning.compile
+                    )
+                    st["gc_frozen_objects"] = await freeze_heap(provider)
+                    return report
+                finally:
+                    await provider.aclose()
+
+            log(f"warm-up {a.warmup} at {size}x{size} (as RYLA_GEN_WARMUP does)")
+            st["warmup"] = asyncio.run(_warm())
+            st["warmup_size"] = size
+            st["ready_after_warmup_s"] = round(time.monotonic() - t0, 2)
+            log(f"   warm-up {st['warmup']}; ready {st['ready_after_warmup_s']} s after start")
+        if prefetch_thread is not None:
+            prefetch_thread.join(timeout=1)
+            st["prefetch"] = dict(prefetched) or {"done": False}
 
         from ryla_gen import Client
 
@@ -641,21 +690,38 @@ class Bench:
         self.clients["full_fastpoll"] = Client(**common, poll_interval=FAST_POLL)
         stats = _http_json("GET", f"{self.comfy_url}/system_stats")
         self.results["meta"]["system_stats"] = stats
+        self.startup_key = key
         self.save()
+
+    def stop_stack(self) -> None:
+        """Stop the job API and ComfyUI (page cache and compile caches stay)."""
+        for c in self.clients.values():
+            with contextlib.suppress(Exception):
+                c.close()
+        self.clients = {}
+        if self.api_proc is not None and self.api_proc.poll() is None:
+            with contextlib.suppress(Exception):
+                os.killpg(self.api_proc.pid, 15)
+                self.api_proc.wait(10)
+        if self.comfy is not None:
+            self.comfy.stop()
 
     def first_image(self) -> None:
         """Process start -> first Flux Dev image, through the full stack."""
         t1 = time.monotonic()
         r = self.run_one("flux_dev_bf16", "full", tag="first_image")
-        st = self.results["startup"]
+        st = self.results[getattr(self, "startup_key", "startup")]
         st["first_image_s"] = r["seconds"]
         st["first_image_ok"] = r.get("ok")
         st["process_start_to_first_image_s"] = round(time.monotonic() - self.t_processes, 2)
         st["gpu_peak_mib"] = self.gpu.peak(self.t_processes, time.monotonic())
-        self.results["cases"].setdefault("flux_dev_bf16", {})["first"] = {
-            **r,
-            "what": "cold: process start, page cache dropped",
-        }
+        if getattr(self, "startup_key", "startup") == "startup":
+            self.results["cases"].setdefault("flux_dev_bf16", {})["first"] = {
+                **r,
+                "what": "cold: process start"
+                + (", page cache dropped" if st.get("drop_caches") else "")
+                + (", after the worker's warm-up" if st.get("warmup") else ""),
+            }
         del t1
         self.save()
 
@@ -745,8 +811,10 @@ class Bench:
             c["comfy_vram_free_mib_after"] = round(dev["vram_free"] / 2**20)
         self.save()
 
-    def lora_switching(self, extended: bool = False) -> None:
-        """Stock ComfyUI (direct path): what changing the LoRA between jobs costs."""
+    def lora_switching(
+        self, extended: bool = False, key: str = "lora_switching", warm_case: str = "flux_dev_bf16"
+    ) -> None:
+        """Direct path: what changing the LoRA between jobs costs (with this worker's options)."""
         case = "flux_dev_bf16"
         steps = [
             ("lora_a_first", [(LORA_A, 0.8)], "first LoRA of the process (A 0.8)"),
@@ -768,10 +836,11 @@ class Bench:
         if self.time_left() < need:
             self.skip("lora_switching", f"budget: {self.time_left():.0f} s left")
             return
-        log("== LoRA switching (stock ComfyUI, direct path)")
-        warm = self.results["cases"].get(case, {}).get("warm", {}).get("direct", {}).get("p50")
-        ls = self.results["lora_switching"]
+        log(f"== LoRA switching (direct path, worker options {self.tuning})")
+        warm = self.results["cases"].get(warm_case, {}).get("warm", {}).get("direct", {}).get("p50")
+        ls = self.results.setdefault(key, {})
         ls["warm_reference_s"] = warm
+        ls["tuning"] = self.tuning.env()
         ls["steps"] = []
         t0 = time.monotonic()
         for tag, loras, what in steps:
@@ -810,7 +879,7 @@ class Bench:
             ]
             for case in cases:
                 work, graph = self.work(case)
-                r = direct_run(self.comfy_url, graph, timeout=120)
+                r = direct_run(self.comfy_url, self.tuning.apply(graph), timeout=120)
                 d_ok = (
                     "error" in r
                     and not str(r["error"]).startswith("HTTP")
@@ -885,6 +954,49 @@ class Bench:
             key="flux_dev_compile_restarted",
         )
 
+    def run_tuned(self) -> None:
+        """Third plan: ryla-gen's worker options, as a deployment would run them.
+
+        Phase 1 (``--lora-mode``, no compile): process start with prefetch and warm-up ->
+        first user image; warm Flux Dev; LoRA switching. Phase 2 (``--compile`` given):
+        both processes restarted with compile on (page cache warm, compile cache cold
+        unless already filled): warm-up at 1024x1024 compiles before "ready"; then the
+        first user image, warm Flux Dev, LoRA switching on the compiled model, and fp8.
+        """
+        import dataclasses
+
+        a = self.args
+        want_compile = getattr(self, "want_compile", False)
+        self.first_image()
+        if not self.results[self.startup_key].get("first_image_ok"):
+            raise RuntimeError("the first Flux Dev image failed; see errors")
+        self.warm_case("flux_dev_bf16", ["direct", "full"], a.runs, False)
+        self.lora_switching(extended=True)
+        if not want_compile:
+            return
+        if self.time_left() < 240:
+            self.skip("compiled phase", f"budget: {self.time_left():.0f} s left")
+            return
+        log("== restarting both processes with compile on")
+        self.stop_stack()
+        self.tuning = dataclasses.replace(self.tuning, compile=True)
+        self.start_stack(key="startup_compiled", drop=False)
+        self.first_image()
+        self.warm_case(
+            "flux_dev_bf16", ["direct", "full"], a.runs, False, key="flux_dev_bf16_compiled"
+        )
+        self.lora_switching(
+            extended=True, key="lora_switching_compiled", warm_case="flux_dev_bf16_compiled"
+        )
+        self.warm_case(
+            "flux_dev_fp8_fast",
+            ["direct", "full"],
+            3,
+            first=True,
+            first_what="fp8 reload + its own compile (on a request: not warmed up)",
+            key="flux_dev_fp8_compiled",
+        )
+
     def skip(self, what: str, why: str) -> None:
         log(f"SKIP {what}: {why}")
         self.results["skipped"].append(f"{what}: {why}")
@@ -899,7 +1011,8 @@ class Bench:
         m["python"] = platform.python_version()
         m["host"] = platform.node()
         m["smoke"] = self.smoke
-        m["mode"] = "levers" if self.args.levers else "stock"
+        m["mode"] = "levers" if self.args.levers else "tuned" if self.args.tuned else "stock"
+        m["tuning"] = self.tuning.env()
         m["comfy_extra_args"] = self.args.comfy_arg or []
         m["gpu"] = self.gpu.info or None
         name = (self.gpu.info or {}).get("name", "")
@@ -937,6 +1050,8 @@ class Bench:
                 self.graph_checks()
             if a.levers:
                 self.run_levers()
+            elif a.tuned:
+                self.run_tuned()
             else:
                 self.first_image()
                 if not self.results["startup"].get("first_image_ok"):
@@ -992,16 +1107,8 @@ class Bench:
         return 0 if not self.results["errors"] else 1
 
     def shutdown(self) -> None:
-        for c in self.clients.values():
-            with contextlib.suppress(Exception):
-                c.close()
-        if self.api_proc is not None and self.api_proc.poll() is None:
-            with contextlib.suppress(Exception):
-                os.killpg(self.api_proc.pid, 15)
-                self.api_proc.wait(10)
-        if self.comfy is not None:
-            with contextlib.suppress(Exception):
-                self.comfy.stop()
+        with contextlib.suppress(Exception):
+            self.stop_stack()
         self.gpu.stop()
 
 
@@ -1016,8 +1123,69 @@ def _f(x: Any, nd: int = 2, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
+def _render_startup(key: str, st: dict[str, Any]) -> list[str]:
+    tuning = st.get("tuning") or {}
+    opts = ", ".join(f"{k}={v}" for k, v in tuning.items() if v and v != "merge") or "stock"
+    pre = st.get("prefetch") or {}
+    warm = st.get("warmup") or {}
+    lines = [
+        "",
+        f"| start-up ({key}; worker options: {opts}) | seconds |",
+        "| --- | --- |",
+        f"| page cache dropped before start | {(st.get('drop_caches') or {}).get('ok', '–')} |",
+        f"| ComfyUI process start → /system_stats answers | {_f(st.get('comfy_ready_s'))} |",
+        f"| job API process start → /health answers (started alongside) | "
+        f"{_f(st.get('api_ready_s'))} |",
+    ]
+    if pre:
+        lines.append(
+            f"| prefetch of the warm-up models, in parallel with the start "
+            f"({_f((pre.get('bytes') or 0) / 1e9, 1)} GB, {_f(pre.get('gb_per_s'))} GB/s) | "
+            f"{_f(pre.get('seconds'))} |"
+        )
+    for name, w in warm.items():
+        lines.append(
+            f"| warm-up {name} at {st.get('warmup_size')}² ({w.get('status')}) | "
+            f"{_f(w.get('seconds'))} |"
+        )
+    if warm:
+        lines.append(
+            f"| process start → ready (warm-up done) | {_f(st.get('ready_after_warmup_s'))} |"
+        )
+    lines += [
+        f"| first Flux Dev image through the full stack (after ready) | "
+        f"{_f(st.get('first_image_s'))} |",
+        f"| **process start → first Flux Dev image** | "
+        f"**{_f(st.get('process_start_to_first_image_s'))}**"
+        + ("" if st.get("first_image_ok", True) else " (FAILED)")
+        + " |",
+    ]
+    return lines
+
+
+def _render_lora(key: str, ls: dict[str, Any]) -> list[str]:
+    if not ls.get("steps"):
+        return []
+    tuning = ls.get("tuning") or {}
+    opts = ", ".join(f"{k}={v}" for k, v in tuning.items() if v and v != "merge") or "stock"
+    lines = [
+        "",
+        f"LoRA switching [{key}] (direct path, Flux Dev bf16 20 steps, worker options: {opts};"
+        f" warm reference = direct p50 {_f(ls.get('warm_reference_s'))} s):",
+        "",
+        "| step | seconds | ComfyUI exec (s) | vs warm (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in ls["steps"]:
+        lines.append(
+            f"| {s['what']} | {_f(s['seconds'])} | {_f(s.get('comfy_exec_s'))} | "
+            f"{_f(s.get('delta_vs_warm_s'), 2)} |"
+        )
+    return lines
+
+
 def render(res: dict[str, Any]) -> str:
-    m, st = res.get("meta", {}), res.get("startup", {})
+    m = res.get("meta", {})
     gpu = (m.get("gpu") or {}).get("name", "no GPU")
     stats = (m.get("system_stats") or {}).get("system", {})
     pyver = str(stats.get("python_version", "?")).split()[0]
@@ -1028,18 +1196,10 @@ def render(res: dict[str, Any]) -> str:
         f"PyTorch {stats.get('pytorch_version', '?')}, Python {pyver}"
         + (" — **SMOKE RUN (CPU, tiny graphs): numbers mean nothing**" if m.get("smoke") else ""),
         "",
-        "| start-up | seconds |",
-        "| --- | --- |",
-        f"| page cache dropped before start | {(st.get('drop_caches') or {}).get('ok', '–')} |",
-        f"| ComfyUI process start → /system_stats answers | {_f(st.get('comfy_ready_s'))} |",
-        f"| job API process start → /health answers (started alongside) | "
-        f"{_f(st.get('api_ready_s'))} |",
-        f"| first Flux Dev image through the full stack (after ready) | "
-        f"{_f(st.get('first_image_s'))} |",
-        f"| **process start → first Flux Dev image** | "
-        f"**{_f(st.get('process_start_to_first_image_s'))}**"
-        + ("" if st.get("first_image_ok", True) else " (FAILED)")
-        + " |",
+    ]
+    for key in [k for k in res if k.startswith("startup")]:
+        lines += _render_startup(key, res[key])
+    lines += [
         "",
         "| case | first run (s) | direct p50 / p90 (s) | full p50 / p90 (s) | overhead p50 "
         "(paired) | other client paths: p50 (overhead) | ComfyUI exec p50 (s) | peak GPU MiB | "
@@ -1072,21 +1232,8 @@ def render(res: dict[str, Any]) -> str:
             + f" | {_f(d.get('comfy_exec_p50'))} | {_f(c.get('gpu_peak_mib'))} | "
             f"{'$' + format(cost, '.5f') if cost else '–'} |"
         )
-    ls = res.get("lora_switching", {})
-    if ls.get("steps"):
-        lines += [
-            "",
-            f"Stock LoRA switching (direct path, Flux Dev bf16 20 steps; warm reference = "
-            f"direct p50 {_f(ls.get('warm_reference_s'))} s):",
-            "",
-            "| step | seconds | ComfyUI exec (s) | vs warm (s) |",
-            "| --- | --- | --- | --- |",
-        ]
-        for s in ls["steps"]:
-            lines.append(
-                f"| {s['what']} | {_f(s['seconds'])} | {_f(s.get('comfy_exec_s'))} | "
-                f"{_f(s.get('delta_vs_warm_s'), 2)} |"
-            )
+    for key in [k for k in res if k.startswith("lora_switching")]:
+        lines += _render_lora(key, res[key])
     if res.get("graph_checks"):
         lines += ["", "| graph check (placeholders) | direct | full |", "| --- | --- | --- |"]
         for g in res["graph_checks"]:
@@ -1144,6 +1291,15 @@ def main(argv: list[str] | None = None) -> int:
         help="second plan: long-poll API, LoRA switching, torch.compile (+ cache after restart)",
     )
     ap.add_argument(
+        "--tuned",
+        action="store_true",
+        help="third plan: ryla-gen's worker options (prefetch, warm-up, LoRA mode, compile)",
+    )
+    ap.add_argument("--lora-mode", default="merge", choices=["merge", "unmerged"])
+    ap.add_argument("--compile", action="store_true", help="RYLA_GEN_COMPILE=1 (tuned plan)")
+    ap.add_argument("--prefetch", action="store_true", help="prefetch model files at start")
+    ap.add_argument("--warmup", nargs="*", default=[], help="workflows to warm up at start")
+    ap.add_argument(
         "--smoke",
         action="store_true",
         help="CPU dry run against the test suite's ComfyUI with tiny graphs",
@@ -1182,7 +1338,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.comfy_dir or not a.models_dir:
         ap.error("--comfy-dir and --models-dir are required (or --smoke)")
     a.work_dir = a.work_dir or str(Path(a.out) / "work")
-    return Bench(a).run()
+    if a.tuned and a.compile:
+        # Phase 1 runs without compile; run_tuned turns it on for phase 2.
+        a.compile_later, a.compile = True, False
+    bench = Bench(a)
+    if getattr(a, "compile_later", False):
+        bench.want_compile = True
+    return bench.run()
 
 
 if __name__ == "__main__":
