@@ -33,6 +33,8 @@ log = logging.getLogger("ryla_gen_modal.warmup")
 
 WARMUP_WORKFLOWS: tuple[str, ...] = ("flux-dev", "flux-schnell", "z-image-turbo")
 """Workflows that can be warmed up (they need no input image)."""
+COMPILED_WORKFLOWS: tuple[str, ...] = ("flux-dev", "flux-schnell")
+"""Workflows whose graphs a worker with ``RYLA_GEN_COMPILE`` compiles (Flux)."""
 
 
 def warmup_request(name: str, size: int = 256, steps: int = 1) -> JobRequest:
@@ -63,10 +65,11 @@ async def warm_up(
 ) -> dict[str, dict[str, Any]]:
     """Run the warm-up job of each workflow in ``names``, one after another.
 
-    With ``compiled`` (the worker runs torch.compile) each workflow runs twice, with 1 and
-    then 2 steps: torch.compile guards on the length of the step schedule, so the second
-    run compiles the variant that serves every step count, during the warm-up instead of
-    on a user's first job.
+    With ``compiled`` (the worker runs torch.compile) each Flux workflow runs twice at
+    ``size``, with 1 and then 2 steps: torch.compile guards on the length of the step
+    schedule, so the second run compiles the variant that serves every step count, during
+    the warm-up instead of on a user's first job. Other workflows are not compiled and
+    warm up once at 256x256.
 
     Returns, per workflow, ``{"status": ..., "seconds": ..., "error": message or None}``.
     Never raises for a failed job: the container must still serve.
@@ -75,11 +78,14 @@ async def warm_up(
     for name in names:
         t0 = time.monotonic()
         status, message = "completed", None
-        for steps in (1, 2) if compiled else (1,):
+        # Only Flux graphs are compiled (ryla_gen_modal.tuning); others warm up small.
+        this_compiled = compiled and name in COMPILED_WORKFLOWS
+        this_size = size if this_compiled or not compiled else 256
+        for steps in (1, 2) if this_compiled else (1,):
             try:
                 outcome = await run_job(
                     provider,
-                    warmup_request(name, size, steps),
+                    warmup_request(name, this_size, steps),
                     created_at=time.time(),
                     timeout=timeout,
                 )

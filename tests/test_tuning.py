@@ -877,3 +877,34 @@ def test_prefetch_is_opt_in_and_reaches_the_worker() -> None:
     assert config.prefetch is True
     assert DeployConfig.from_env(config.worker_env()).prefetch is True
     assert DeployConfig.from_env({"RYLA_GEN_PREFETCH": "0"}).prefetch is False
+
+
+async def test_compiled_warm_up_runs_flux_twice_and_the_rest_small(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # torch.compile guards on the step schedule's length: two step counts during the
+    # warm-up make it dynamic, so a user's 20-step job does not recompile (run 4 of
+    # BENCHMARKS.md: 28 s). Z-Image is never compiled: one small job is enough.
+    import ryla_gen_modal.warmup as warmup_mod
+
+    sent: list[tuple[int, int, int]] = []
+
+    async def fake_run_job(provider: Any, request: JobRequest, **kw: Any) -> dict[str, Any]:
+        (latent,) = _of_class(request.graph, "EmptySD3LatentImage")
+        (sampler,) = _of_class(request.graph, "KSampler")
+        inputs = request.graph[latent]["inputs"]
+        sent.append((inputs["width"], inputs["height"], request.graph[sampler]["inputs"]["steps"]))
+        return {"status": "completed", "error": None}
+
+    monkeypatch.setattr(warmup_mod, "run_job", fake_run_job)
+    report = await warm_up(
+        None,  # type: ignore[arg-type]  # run_job is replaced
+        ["flux-dev", "z-image-turbo"],
+        size=1024,
+        compiled=True,
+    )
+    assert sent == [(1024, 1024, 1), (1024, 1024, 2), (256, 256, 1)]
+    assert {r["status"] for r in report.values()} == {"completed"}
+    sent.clear()
+    await warm_up(None, ["flux-dev"], size=256)  # type: ignore[arg-type]
+    assert sent == [(256, 256, 1)]
