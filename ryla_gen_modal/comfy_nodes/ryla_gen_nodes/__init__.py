@@ -278,10 +278,10 @@ class RylaLoraLoaderModelOnly:
         previous = model.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
         entries = previous[-1].entries if previous else ()
         used: collections.Counter[str] = collections.Counter()
-        for _path, _strength, keys in entries:
+        for earlier_path, _strength, keys in entries:
+            earlier = _cache.get(model, earlier_path)  # once per LoRA, not once per key
             for k in keys:
-                key = _split_key(k)[0]
-                used[key] += patches_rank(_cache.get(model, _path)[k])
+                used[_split_key(k)[0]] += patches_rank(earlier[k])
         to_slots: set[Any] = set()
         fallback: dict[Any, Any] = {}
         for k, adapter in patches.items():
