@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import struct
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from helpers import RecordingExecutor
 from PIL import Image
 from pydantic import ValidationError
 
@@ -51,7 +51,7 @@ from ryla_gen.testing import (
 )
 from ryla_gen.types import JobRequest
 from ryla_gen.workflows import MAX_LORAS, FluxDev, InstantID, example_face
-from ryla_gen_modal.jobs import Executor, make_view
+from ryla_gen_modal.jobs import make_view
 from ryla_gen_modal.server import create_app
 
 TOKEN = "rg-badinput-3e9a7c5b-token"
@@ -61,40 +61,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 # -- a job API whose executor records what reaches it --------------------------------------------
-
-
-class RecordingExecutor(Executor):
-    """Keeps jobs as 'queued' views and remembers every request it was given."""
-
-    def __init__(self) -> None:
-        self.requests: list[JobRequest] = []
-        self.views: dict[str, dict[str, Any]] = {}
-
-    async def create(
-        self, request: JobRequest, *, job_id: str | None = None
-    ) -> tuple[dict[str, Any], bool]:
-        if job_id is not None and job_id in self.views:
-            return self.views[job_id], False
-        self.requests.append(request)
-        jid = job_id or str(uuid.uuid4())
-        view = make_view(
-            jid, status="queued", created_at=time.time(), workflow=request.workflow, seed=None
-        )
-        self.views[jid] = view
-        return view, True
-
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.views.get(job_id)
-
-    async def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
-        return self.views.get(job_id)
-
-    async def cancel(self, job_id: str) -> dict[str, Any] | None:
-        view = self.views.get(job_id)
-        if view is not None:
-            view = {**view, "status": "cancelled"}
-            self.views[job_id] = view
-        return view
 
 
 @dataclasses.dataclass

@@ -24,8 +24,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
-import uuid
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import httpx
 import respx
 import schemathesis
+from helpers import RecordingExecutor
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -53,9 +52,7 @@ from ryla_gen.providers.comfyui import ComfyUIProvider
 from ryla_gen.providers.modal import ModalProvider
 from ryla_gen.providers.runpod import RunPodProvider
 from ryla_gen.testing import manifest_placeholders, tiny_graph
-from ryla_gen.types import JobRequest
 from ryla_gen.workflows import WORKFLOWS, Workflow, example_face
-from ryla_gen_modal.jobs import Executor, make_view
 from ryla_gen_modal.server import create_app
 
 TOKEN = "rg-fuzz-61d2f0aa-token"
@@ -72,33 +69,6 @@ FUZZ = settings(
 # -- the job API from its OpenAPI schema ---------------------------------------------------------
 
 
-class StubExecutor(Executor):
-    """Accepts every job as 'queued'; get/wait/cancel answer from memory."""
-
-    def __init__(self) -> None:
-        self.views: dict[str, dict[str, Any]] = {}
-
-    async def create(
-        self, request: JobRequest, *, job_id: str | None = None
-    ) -> tuple[dict[str, Any], bool]:
-        if job_id is not None and job_id in self.views:
-            return self.views[job_id], False
-        jid = job_id or str(uuid.uuid4())
-        self.views[jid] = make_view(jid, status="queued", created_at=time.time())
-        return self.views[jid], True
-
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.views.get(job_id)
-
-    async def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
-        return self.views.get(job_id)
-
-    async def cancel(self, job_id: str) -> dict[str, Any] | None:
-        if job_id in self.views:
-            self.views[job_id] = {**self.views[job_id], "status": "cancelled"}
-        return self.views.get(job_id)
-
-
 def _api_schema() -> Any:
     """The schema of a job API over a stub executor, with a LoRA folder and a models folder
     holding every manifest file. Built at import: schemathesis 4.32's lazy
@@ -110,7 +80,7 @@ def _api_schema() -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"placeholder")
     app = create_app(
-        StubExecutor(),
+        RecordingExecutor(),
         token=TOKEN,
         lora_dir=root / "loras",
         models_dir=root / "models",

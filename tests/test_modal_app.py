@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import modal
 import pytest
+from helpers import fresh_color
 from PIL import Image
 
 from ryla_gen.models import ANTELOPEV2
@@ -486,10 +487,6 @@ class LoopbackBackend:
         await self.provider.aclose()
 
 
-def _color() -> int:
-    return int.from_bytes(os.urandom(3), "big")
-
-
 async def _until(check: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -505,7 +502,7 @@ async def test_modal_executor_runs_a_job_on_the_worker_code(comfyui_url: str) ->
     backend = LoopbackBackend(ComfyUIProvider(comfyui_url))
     executor = ModalExecutor(backend, job_timeout=120)
     try:
-        request = JobRequest(graph=tiny_graph(32, 24, color=_color()), workflow="tiny", seed=3)
+        request = JobRequest(graph=tiny_graph(32, 24, color=fresh_color()), workflow="tiny", seed=3)
         job_id = str(uuid.uuid4())
         view, created = await executor.create(request, job_id=job_id)
         assert created and view["status"] == "queued" and view["id"] == job_id
@@ -571,10 +568,10 @@ async def test_modal_web_front_serves_jobs_through_the_executor(comfyui_url: str
             headers={"Authorization": "Bearer t0ken"},
         ) as client:
             r = await client.post(
-                "/generate", json={"graph": tiny_graph(color=_color()), "wait": 60}
+                "/generate", json={"graph": tiny_graph(color=fresh_color()), "wait": 60}
             )
             assert r.status_code == 200 and r.json()["status"] == "completed"
-            r = await client.post("/jobs", json={"graph": tiny_graph(color=_color())})
+            r = await client.post("/jobs", json={"graph": tiny_graph(color=fresh_color())})
             assert r.status_code == 202
             job_id = r.json()["id"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import time
 from typing import Any
 
 import httpx
 import pytest
+from helpers import fresh_color
 from PIL import Image
 
 import ryla_gen
@@ -30,11 +30,6 @@ from ryla_gen.types import Cancelled, Completed, NodeExecuting, NodeFinished, Qu
 pytestmark = pytest.mark.comfyui
 
 
-def _color() -> int:
-    # ComfyUI caches identical graphs: a fresh colour forces a real run.
-    return random.randrange(1 << 24)
-
-
 def _png(width: int, height: int, color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, format="PNG")
@@ -49,7 +44,7 @@ async def _history(url: str, prompt_id: str) -> dict[str, Any]:
 
 async def test_generate_returns_real_png_of_requested_size(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        result = await client.generate(tiny_graph(width=96, height=48, color=_color()))
+        result = await client.generate(tiny_graph(width=96, height=48, color=fresh_color()))
     assert result.provider == "comfyui"
     assert len(result.images) == 1
     img = result.image
@@ -66,7 +61,7 @@ async def test_generate_returns_real_png_of_requested_size(comfyui_url: str) -> 
 async def test_batch_outputs_come_back_in_order(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
         result = await client.generate(
-            tiny_graph(width=32, height=32, color=_color(), batch_size=3)
+            tiny_graph(width=32, height=32, color=fresh_color(), batch_size=3)
         )
     assert len(result.images) == 3
     assert len({i.filename for i in result.images}) == 3
@@ -74,7 +69,7 @@ async def test_batch_outputs_come_back_in_order(comfyui_url: str) -> None:
 
 async def test_events_follow_the_job_in_order(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        job = await client.submit(tiny_graph(color=_color()))
+        job = await client.submit(tiny_graph(color=fresh_color()))
         kinds = [type(e) async for e in job.events()]
         result = await job.wait()  # cached outcome, no second wait
     assert kinds[0] is Queued
@@ -87,12 +82,12 @@ async def test_events_follow_the_job_in_order(comfyui_url: str) -> None:
 async def test_polling_only_client_gets_same_result(comfyui_url: str) -> None:
     provider = ComfyUIProvider(comfyui_url, use_websocket=False, poll_interval=0.2)
     async with AsyncClient(provider) as client:
-        result = await client.generate(tiny_graph(width=40, height=40, color=_color()))
+        result = await client.generate(tiny_graph(width=40, height=40, color=fresh_color()))
     assert (result.image.width, result.image.height) == (40, 40)
 
 
 async def test_server_validation_error_carries_every_node_error(comfyui_url: str) -> None:
-    graph = tiny_graph(color=_color())
+    graph = tiny_graph(color=fresh_color())
     graph["1"]["inputs"]["width"] = 0  # below EmptyImage's minimum of 1
     graph["2"]["inputs"].pop("filename_prefix")
     # Skip local validation so the real server is the one that rejects it.
@@ -109,7 +104,7 @@ async def test_server_validation_error_carries_every_node_error(comfyui_url: str
 
 
 async def test_local_validation_rejects_before_sending(comfyui_url: str) -> None:
-    graph = tiny_graph(color=_color())
+    graph = tiny_graph(color=fresh_color())
     graph["1"]["inputs"]["width"] = 0
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
         with pytest.raises(GraphValidationError) as info:
@@ -154,7 +149,7 @@ async def test_corrupt_model_gives_execution_error_with_node(
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["7", 2]}},
         "10": {
             "class_type": "SaveImage",
-            "inputs": {"images": ["9", 0], "filename_prefix": f"c{_color()}"},
+            "inputs": {"images": ["9", 0], "filename_prefix": f"c{fresh_color()}"},
         },
     }
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
@@ -169,7 +164,7 @@ async def test_corrupt_model_gives_execution_error_with_node(
 
 
 async def test_input_image_is_uploaded_and_loaded(comfyui_url: str) -> None:
-    name = f"ryla_in_{_color()}.png"
+    name = f"ryla_in_{fresh_color()}.png"
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
         result = await client.generate(load_image_graph(name), images={name: _png(33, 21)})
     out = result.image.to_pil().convert("RGB")
@@ -179,8 +174,8 @@ async def test_input_image_is_uploaded_and_loaded(comfyui_url: str) -> None:
 
 async def test_cancel_queued_job_leaves_running_one_alone(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        first = await client.submit(slow_graph(3.0, nonce=_color()))
-        second = await client.submit(slow_graph(3.0, nonce=_color()))
+        first = await client.submit(slow_graph(3.0, nonce=fresh_color()))
+        second = await client.submit(slow_graph(3.0, nonce=fresh_color()))
         await second.cancel()
         with pytest.raises(JobCancelledError):
             await second.wait(timeout=60)
@@ -190,7 +185,7 @@ async def test_cancel_queued_job_leaves_running_one_alone(comfyui_url: str) -> N
 
 async def test_cancel_running_job_interrupts_it(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        job = await client.submit(slow_graph(20.0, nonce=_color()))
+        job = await client.submit(slow_graph(20.0, nonce=fresh_color()))
         async for event in job.events(timeout=120):
             if isinstance(event, Started):
                 break
@@ -205,7 +200,7 @@ async def test_cancel_running_job_interrupts_it(comfyui_url: str) -> None:
 
 async def test_deadline_cancels_remote_job(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        job = await client.submit(slow_graph(20.0, nonce=_color()))
+        job = await client.submit(slow_graph(20.0, nonce=fresh_color()))
         with pytest.raises(JobTimeoutError) as info:
             await job.wait(timeout=2.0)
         assert info.value.remote_cancelled
@@ -221,7 +216,7 @@ async def test_deadline_cancels_remote_job(comfyui_url: str) -> None:
 async def test_websocket_dropped_mid_job_still_returns_outputs(comfyui_url: str) -> None:
     provider = ComfyUIProvider(comfyui_url, poll_interval=0.3)
     async with AsyncClient(provider) as client:
-        job = await client.submit(slow_graph(3.0, nonce=_color()))
+        job = await client.submit(slow_graph(3.0, nonce=fresh_color()))
         seen: list[object] = []
         async for event in job.events(timeout=120):
             seen.append(event)
@@ -257,7 +252,7 @@ async def test_lost_submit_answer_is_not_resubmitted(comfyui_url: str) -> None:
     http = httpx.AsyncClient(transport=transport)
     provider = ComfyUIProvider(comfyui_url, http_client=http, retry=RetryPolicy(initial_delay=0.01))
     async with AsyncClient(provider) as client:
-        result = await client.generate(tiny_graph(color=_color()))
+        result = await client.generate(tiny_graph(color=fresh_color()))
     await http.aclose()
     assert result.images
     # The server got the prompt once; the retry only checked /history and /queue.
@@ -268,7 +263,7 @@ def test_sync_client_works_inside_a_running_event_loop(comfyui_url: str) -> None
     async def notebook_cell() -> tuple[int, int]:
         # Jupyter runs cells inside a live loop; the sync API must still work there.
         with Client("comfyui", comfyui_url=comfyui_url) as client:
-            result = client.generate(tiny_graph(width=24, height=24, color=_color()))
+            result = client.generate(tiny_graph(width=24, height=24, color=fresh_color()))
         return result.image.size
 
     assert asyncio.run(notebook_cell()) == (24, 24)
@@ -276,7 +271,7 @@ def test_sync_client_works_inside_a_running_event_loop(comfyui_url: str) -> None
 
 def test_sync_job_events_and_wait(comfyui_url: str) -> None:
     with Client("comfyui", comfyui_url=comfyui_url) as client:
-        job = client.submit(tiny_graph(color=_color()))
+        job = client.submit(tiny_graph(color=fresh_color()))
         events = list(job.events(timeout=60))
         result = job.wait()
     assert isinstance(events[-1], Completed)
@@ -292,7 +287,7 @@ async def test_unreachable_server_is_a_clear_error() -> None:
 
 async def test_cancelled_event_for_interrupted_job(comfyui_url: str) -> None:
     async with AsyncClient("comfyui", comfyui_url=comfyui_url) as client:
-        job = await client.submit(slow_graph(20.0, nonce=_color()))
+        job = await client.submit(slow_graph(20.0, nonce=fresh_color()))
         events = []
         async for event in job.events(timeout=120):
             events.append(event)

@@ -16,23 +16,19 @@ import asyncio
 import base64
 import contextlib
 import email.utils
-import importlib.util
 import io
 import json
-import random
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import httpx
 import pytest
 import respx
+from helpers import fresh_color, load_benchmark, rgb
 from PIL import Image
 
 from ryla_gen import AsyncClient
@@ -60,29 +56,7 @@ RUNPOD_URL = f"{RUNPOD_BASE}/ep-faults"
 RUNPOD_KEY = "rpa_FAULTS_key_4f1d2c"
 
 
-def _load_bench() -> ModuleType:
-    """benchmarks/load_test.py (its ``serve`` starts the local job API server)."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "load_test.py"
-    name = "ryla_gen_benchmarks_load_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
-
-
-def _color() -> int:
-    return random.randrange(1 << 24)
-
-
-def _rgb(color: int) -> tuple[int, int, int]:
-    return (color >> 16) & 255, (color >> 8) & 255, color & 255
+bench = load_benchmark("load_test")
 
 
 def _assert_image(data: bytes, size: tuple[int, int], color: int, tolerance: int = 0) -> None:
@@ -90,9 +64,9 @@ def _assert_image(data: bytes, size: tuple[int, int], color: int, tolerance: int
         assert im.size == size
         pixel = im.convert("RGB").getpixel((im.width // 2, im.height // 2))
     assert isinstance(pixel, tuple)
-    assert all(abs(a - b) <= tolerance for a, b in zip(pixel, _rgb(color), strict=True)), (
+    assert all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb(color), strict=True)), (
         pixel,
-        _rgb(color),
+        rgb(color),
     )
 
 
@@ -132,8 +106,8 @@ async def test_comfyui_killed_mid_job_fails_as_backend_died_then_next_job_succee
     direct = AsyncClient(ComfyUIProvider(url, poll_interval=0.2))
     via_api = AsyncClient("modal", modal_url=served.url, modal_token=TOKEN, poll_interval=0.2)
     try:
-        job_direct = await direct.submit(slow_graph(60, nonce=_color()))
-        job_api = await via_api.submit(slow_graph(60, nonce=_color()))
+        job_direct = await direct.submit(slow_graph(60, nonce=fresh_color()))
+        job_api = await via_api.submit(slow_graph(60, nonce=fresh_color()))
 
         async def both_on_comfyui() -> bool:
             running, pending = await _comfy_queue(url)
@@ -161,7 +135,7 @@ async def test_comfyui_killed_mid_job_fails_as_backend_died_then_next_job_succee
 
         # The next job succeeds, directly and through the job API.
         for client, (w, h) in ((direct, (24, 20)), (via_api, (20, 28))):
-            color = _color()
+            color = fresh_color()
             result = await client.generate(tiny_graph(w, h, color), timeout=60)
             _assert_image(result.image.data, (w, h), color)
     finally:
@@ -287,7 +261,7 @@ async def test_broken_websocket_falls_back_to_polling_with_right_outputs(
     comfyui_server: ComfyUIServer, mode: Literal["silent", "cut"]
 ) -> None:
     proxy = WebSocketFaultProxy(comfyui_server.port, mode)
-    color = _color()
+    color = fresh_color()
     async with proxy.running() as url:
         provider = ComfyUIProvider(url, poll_interval=0.2)
         async with AsyncClient(provider) as client:
@@ -317,7 +291,7 @@ async def test_closing_the_client_does_not_block_the_event_loop_on_a_silent_webs
     proxy = WebSocketFaultProxy(comfyui_server.port, "silent")
     async with proxy.running() as url:
         client = AsyncClient(ComfyUIProvider(url, poll_interval=0.2))
-        await client.generate(tiny_graph(20, 20, _color()), timeout=30)
+        await client.generate(tiny_graph(20, 20, fresh_color()), timeout=30)
         assert proxy.ws_connections >= 1
         gaps: list[float] = []
 
@@ -377,7 +351,7 @@ async def test_lost_create_answer_runs_the_job_once_on_the_real_server(
 ) -> None:
     transport = _LoseFirstCreateAnswer()
     http = httpx.AsyncClient(transport=transport)
-    color = _color()
+    color = fresh_color()
     provider = ModalProvider(
         served.url,
         token=TOKEN,

@@ -11,16 +11,14 @@ and memory must stay bounded. The figures go to the test's output (``-s``) and, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from helpers import load_benchmark
 
 from ryla_gen.testing import ComfyUIServer
 
@@ -29,20 +27,7 @@ JOBS = 200
 QUEUE_CAP = 64
 
 
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "load_test.py"
-    name = "ryla_gen_benchmarks_load_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_benchmark("load_test")
 
 
 @pytest.mark.comfyui

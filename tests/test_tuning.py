@@ -18,7 +18,6 @@ import dataclasses
 import itertools
 import json
 import os
-import random
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
+from helpers import fresh_color, rgb
 
 from ryla_gen import AsyncClient, JobFailedError
 from ryla_gen.graph import Graph, NodeSchema, NodeSchemas
@@ -182,14 +182,6 @@ def _undo(tuned: Mapping[str, Any], new_ids: set[str], loaders: list[str]) -> Ap
             if is_link(value) and value[0] in ends:
                 node["inputs"][name] = [ends[value[0]], value[1]]
     return out
-
-
-def _color() -> int:
-    return random.randrange(1 << 24)
-
-
-def _rgb(color: int) -> tuple[int, int, int]:
-    return (color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF
 
 
 # -- WorkerTuning.apply ------------------------------------------------------------------------
@@ -497,9 +489,9 @@ async def _history_prompt(url: str, prompt_id: str) -> dict[str, Any]:
 async def test_provider_sends_the_transformed_graph_and_keeps_the_request(
     comfyui_url: str,
 ) -> None:
-    asked, sent = _color(), _color()
+    asked, sent = fresh_color(), fresh_color()
     while sent == asked:
-        sent = _color()
+        sent = fresh_color()
     request = JobRequest(graph=tiny_graph(width=24, height=16, color=asked, prefix="ryla_asked"))
     before = copy.deepcopy(request.graph)
     transform = _recolor(sent, "ryla_transformed")
@@ -508,8 +500,8 @@ async def test_provider_sends_the_transformed_graph_and_keeps_the_request(
         result = await client.generate(request)
     image = result.image.to_pil().convert("RGB")
     assert image.size == (24, 16)
-    assert image.getpixel((0, 0)) == _rgb(sent)
-    assert image.getpixel((23, 15)) == _rgb(sent)
+    assert image.getpixel((0, 0)) == rgb(sent)
+    assert image.getpixel((23, 15)) == rgb(sent)
     assert Path(result.image.filename).name.startswith("ryla_transformed")
     # ComfyUI ran exactly the transformed graph; the request still holds the one asked for.
     assert await _history_prompt(comfyui_url, result.job_id) == transform(before)
@@ -520,7 +512,7 @@ async def test_provider_sends_the_transformed_graph_and_keeps_the_request(
 async def test_provider_keeps_the_request_even_if_the_transform_edits_in_place(
     comfyui_url: str,
 ) -> None:
-    sent = _color()
+    sent = fresh_color()
 
     def in_place(graph: Mapping[str, Any]) -> dict[str, Any]:
         g: dict[str, Any] = graph  # type: ignore[assignment]
@@ -531,7 +523,7 @@ async def test_provider_keeps_the_request_even_if_the_transform_edits_in_place(
     before = copy.deepcopy(request.graph)
     async with AsyncClient(ComfyUIProvider(comfyui_url, graph_transform=in_place)) as client:
         result = await client.generate(request)
-    assert result.image.to_pil().convert("RGB").getpixel((0, 0)) == _rgb(sent)
+    assert result.image.to_pil().convert("RGB").getpixel((0, 0)) == rgb(sent)
     assert request.graph == before
 
 
@@ -648,7 +640,7 @@ def test_tuned_flux_graph_passes_comfyui_validation_and_fails_only_at_a_loader(
         height=256,
         steps=1,
         loras=[LoRA(name=LORA_FILE, strength=0.7), LoRA(name=LORA_FILE, strength=-0.3)],
-        filename_prefix=f"ryla_{_color()}",
+        filename_prefix=f"ryla_{fresh_color()}",
     )
     tuned = tuning.apply(workflow.to_graph().to_api())
     assert set(_of_class(tuned, "RylaLoraLoaderModelOnly"))
@@ -680,7 +672,7 @@ async def test_worker_provider_runs_tuned_jobs_on_the_ryla_server(
         steps=1,
         seed=1,
         loras=[LoRA(name=LORA_FILE, strength=0.5)],
-        filename_prefix=f"ryla_{_color()}",
+        filename_prefix=f"ryla_{fresh_color()}",
     )
     async with AsyncClient(provider) as client:
         with pytest.raises(JobFailedError) as info:
