@@ -54,7 +54,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,11 +244,27 @@ def _http_json(method: str, url: str, body: Any = None, timeout: float = 30.0) -
         return json.loads(r.read())
 
 
+@contextlib.contextmanager
+def _recorded(out: dict[str, Any]) -> Iterator[float]:
+    """Time the block into ``out["seconds"]``; an exception becomes ``out["error"]``.
+
+    Yields the start time (``time.monotonic()``).
+    """
+    t0 = time.monotonic()
+    try:
+        yield t0
+    except urllib.error.HTTPError as e:
+        out["error"] = f"HTTP {e.code}: {e.read()[:500]!r}"
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        out["seconds"] = round(time.monotonic() - t0, 4)
+
+
 def direct_run(comfy_url: str, graph: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
     """POST /prompt, poll /history every 20 ms, GET /view the first image. Stock client."""
-    t0 = time.monotonic()
     out: dict[str, Any] = {"path": "direct", "ok": False}
-    try:
+    with _recorded(out) as t0:
         resp = _http_json(
             "POST", f"{comfy_url}/prompt", {"prompt": graph, "client_id": "ryla-bench"}
         )
@@ -304,24 +320,16 @@ def direct_run(comfy_url: str, graph: dict[str, Any], timeout: float = 900.0) ->
             data = r.read()
         out["image_bytes"] = len(data)
         out["ok"] = len(data) > 0
-    except urllib.error.HTTPError as e:
-        out["error"] = f"HTTP {e.code}: {e.read()[:500]!r}"
-    except Exception as e:
-        out["error"] = f"{type(e).__name__}: {e}"
-    finally:
-        out["seconds"] = round(time.monotonic() - t0, 4)
     return out
 
 
 def longpoll_run(api_url: str, token: str, work: Any, graph: dict[str, Any]) -> dict[str, Any]:
     """One ``POST /generate`` (the job API waits for the job, then answers with the image).
 
-    Not what the SDK client does today (it polls ``GET /jobs/{id}``): this measures the
-    long-poll lever with the server as it is.
+    The job API without the SDK client (which long-polls ``GET /jobs/{id}?wait=``).
     """
     import base64
 
-    t0 = time.monotonic()
     out: dict[str, Any] = {"path": "api_longpoll", "ok": False}
     body = {
         "id": str(uuid.uuid4()),
@@ -331,7 +339,7 @@ def longpoll_run(api_url: str, token: str, work: Any, graph: dict[str, Any]) -> 
         "seed": getattr(work, "seed", None),
         "wait": 120.0,
     }
-    try:
+    with _recorded(out):
         req = urllib.request.Request(
             f"{api_url}/generate",
             data=json.dumps(body).encode(),
@@ -346,12 +354,6 @@ def longpoll_run(api_url: str, token: str, work: Any, graph: dict[str, Any]) -> 
             data = base64.b64decode(view["images"][0]["data"])
             out["image_bytes"] = len(data)
             out["ok"] = len(data) > 0
-    except urllib.error.HTTPError as e:
-        out["error"] = f"HTTP {e.code}: {e.read()[:500]!r}"
-    except Exception as e:
-        out["error"] = f"{type(e).__name__}: {e}"
-    finally:
-        out["seconds"] = round(time.monotonic() - t0, 4)
     return out
 
 
@@ -428,7 +430,11 @@ class Bench:
         }
         from ryla_gen_modal.tuning import WorkerTuning
 
-        self.tuning = WorkerTuning(lora_mode=args.lora_mode, compile=args.compile)
+        # The tuned plan turns compile on for its second phase only (run_tuned).
+        self.tuning = WorkerTuning(
+            lora_mode=args.lora_mode, compile=args.compile and not args.tuned
+        )
+        self.startup_key = "startup"  # where start-up numbers of the running stack go
         self.comfy: Any = None
         self.api_proc: subprocess.Popen[bytes] | None = None
         self.clients: dict[str, Any] = {}
@@ -708,21 +714,19 @@ class Bench:
 
     def first_image(self) -> None:
         """Process start -> first Flux Dev image, through the full stack."""
-        t1 = time.monotonic()
         r = self.run_one("flux_dev_bf16", "full", tag="first_image")
-        st = self.results[getattr(self, "startup_key", "startup")]
+        st = self.results[self.startup_key]
         st["first_image_s"] = r["seconds"]
         st["first_image_ok"] = r.get("ok")
         st["process_start_to_first_image_s"] = round(time.monotonic() - self.t_processes, 2)
         st["gpu_peak_mib"] = self.gpu.peak(self.t_processes, time.monotonic())
-        if getattr(self, "startup_key", "startup") == "startup":
+        if self.startup_key == "startup":
             self.results["cases"].setdefault("flux_dev_bf16", {})["first"] = {
                 **r,
                 "what": "cold: process start"
                 + (", page cache dropped" if st.get("drop_caches") else "")
                 + (", after the worker's warm-up" if st.get("warmup") else ""),
             }
-        del t1
         self.save()
 
     def warm_case(
@@ -966,13 +970,12 @@ class Bench:
         import dataclasses
 
         a = self.args
-        want_compile = getattr(self, "want_compile", False)
         self.first_image()
         if not self.results[self.startup_key].get("first_image_ok"):
             raise RuntimeError("the first Flux Dev image failed; see errors")
         self.warm_case("flux_dev_bf16", ["direct", "full"], a.runs, False)
         self.lora_switching(extended=True)
-        if not want_compile:
+        if not a.compile:
             return
         if self.time_left() < 240:
             self.skip("compiled phase", f"budget: {self.time_left():.0f} s left")
@@ -1338,13 +1341,9 @@ def main(argv: list[str] | None = None) -> int:
     if not a.comfy_dir or not a.models_dir:
         ap.error("--comfy-dir and --models-dir are required (or --smoke)")
     a.work_dir = a.work_dir or str(Path(a.out) / "work")
-    if a.tuned and a.compile:
-        # Phase 1 runs without compile; run_tuned turns it on for phase 2.
-        a.compile_later, a.compile = True, False
-    bench = Bench(a)
-    if getattr(a, "compile_later", False):
-        bench.want_compile = True
-    return bench.run()
+    if a.compile and a.lora_mode != "unmerged":
+        ap.error("--compile needs --lora-mode unmerged (as RYLA_GEN_COMPILE does)")
+    return Bench(a).run()
 
 
 if __name__ == "__main__":
