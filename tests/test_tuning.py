@@ -505,6 +505,7 @@ async def test_provider_sends_the_transformed_graph_and_keeps_the_request(
     assert Path(result.image.filename).name.startswith("ryla_transformed")
     # ComfyUI ran exactly the transformed graph; the request still holds the one asked for.
     assert await _history_prompt(comfyui_url, result.job_id) == transform(before)
+    assert result.graph == transform(before)  # the result names the graph that ran
     assert request.graph == before
 
 

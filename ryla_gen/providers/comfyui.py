@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import socket
@@ -254,9 +255,10 @@ class ComfyUIProvider(AsyncProvider):
         poll_interval: Seconds between ``/history`` polls while the websocket is down.
         retry: Retry policy for safe requests.
         http_client: An ``httpx.AsyncClient`` to use (tests inject transports this way).
-        graph_transform: Applied to every graph just before it is queued (a copy, never
-            the request's own graph); a GPU worker's speed options use it
-            (``ryla_gen_modal.tuning``). Node ids in errors refer to the transformed graph.
+        graph_transform: Applied to every graph before it is queued (a copy, never the
+            request's own graph); a GPU worker's speed options use it
+            (``ryla_gen_modal.tuning``). Progress, errors and the result's ``graph``
+            refer to the transformed graph, the one ComfyUI runs.
     """
 
     name: ClassVar[str] = "comfyui"
@@ -297,6 +299,12 @@ class ComfyUIProvider(AsyncProvider):
 
     async def submit(self, request: JobRequest, *, deadline: Deadline) -> SubmittedJob:
         """Upload input images, then queue the graph under a fresh client-chosen id."""
+        if self.graph_transform is not None:
+            # The job keeps the graph ComfyUI runs: progress, errors and the result's
+            # ``graph`` then name the same nodes ComfyUI does. The caller's request is
+            # left as it was.
+            transformed = self.graph_transform(copy.deepcopy(dict(request.graph)))
+            request = dataclasses.replace(request, graph=transformed)
         t0 = time.monotonic()
         for name, data in request.images.items():
             await self.upload_image(name, data, deadline=deadline)
@@ -312,10 +320,7 @@ class ComfyUIProvider(AsyncProvider):
         if self._ws is not None:
             self._ws.queues[prompt_id] = asyncio.Queue()
         try:
-            graph = request.graph
-            if self.graph_transform is not None:
-                graph = self.graph_transform(copy.deepcopy(dict(graph)))
-            await self._queue_prompt(prompt_id, graph, deadline)
+            await self._queue_prompt(prompt_id, request.graph, deadline)
         except BaseException:
             if self._ws is not None:
                 self._ws.queues.pop(prompt_id, None)
